@@ -1,0 +1,105 @@
+"""Test-suite plumbing: a fresh workspace per test and per notebook, tiers, and a leftover check.
+
+Every process the suite starts (servers, kernels, their children) inherits the environment
+variable ``MLOPS_LAB_TEST_SESSION``. When the session ends, any live process that still carries
+this session's value is a leftover: the run fails and names it (then stops its group, so one bad
+test does not poison the machine).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+SESSION_ENV = "MLOPS_LAB_TEST_SESSION"
+_notebook_homes: dict[str, str] = {}
+_session_home: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ[SESSION_ENV] = uuid.uuid4().hex
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ.pop("MLOPS_LAB_TRACKING_URI", None)
+    # Nothing the suite does may fall back to the repository's own workspace.
+    _session_home.append(tempfile.mkdtemp(prefix="mlops-lab-home-"))
+    os.environ["MLOPS_LAB_HOME"] = _session_home[0]
+
+
+def _is_nbval(item: pytest.Item) -> bool:
+    return type(item).__name__ == "NbCellItem"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _is_nbval(item):
+            item.add_marker(pytest.mark.notebooks)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Give each notebook under nbval its own fresh workspace before its kernel starts."""
+    if _is_nbval(item):
+        key = str(item.parent.nodeid)
+        if key not in _notebook_homes:
+            _notebook_homes[key] = tempfile.mkdtemp(prefix="mlops-lab-home-")
+        os.environ["MLOPS_LAB_HOME"] = _notebook_homes[key]
+
+
+@pytest.fixture(autouse=True)
+def home(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:
+    """A fresh, empty workspace (``MLOPS_LAB_HOME``) for every test."""
+    path = Path(tempfile.mkdtemp(prefix="mlops-lab-home-", dir=tmp_path_factory.getbasetemp()))
+    monkeypatch.setenv("MLOPS_LAB_HOME", str(path))
+    monkeypatch.delenv("MLOPS_LAB_TRACKING_URI", raising=False)
+    return path
+
+
+def session_processes(marker: str) -> list[psutil.Process]:
+    """Live processes other than this one whose environment carries ``marker``."""
+    found = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if proc.environ().get(SESSION_ENV) == marker:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    marker = os.environ.get(SESSION_ENV, "")
+    # Give kernels and servers that are shutting down a moment to exit.
+    left = []
+    for _ in range(50):
+        left = session_processes(marker)
+        if not left:
+            break
+        psutil.wait_procs(left, timeout=0.2)
+    if left:
+        lines = []
+        for proc in left:
+            try:
+                lines.append(f"  pid {proc.pid}: {' '.join(proc.cmdline())[:160]}")
+                pgid = os.getpgid(proc.pid)
+                if pgid == os.getpgid(0):  # never signal the group pytest itself runs in
+                    proc.kill()
+                else:
+                    os.killpg(pgid, signal.SIGKILL)
+            except (psutil.Error, OSError):
+                continue
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("LEFTOVER PROCESSES after the test session:\n" + "\n".join(lines), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    for path in [*_notebook_homes.values(), *_session_home]:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,156 @@
+"""The ``mlops-lab`` command line: run the course, build and grade labs, open the UI.
+
+    mlops-lab info                          versions, workspace and tracking URI
+    mlops-lab course [--only NN ...] [--full] [--out DIR] [-p NAME VALUE ...]
+    mlops-lab notebooks refresh [--only NN ...]   re-execute committed notebooks (maintainers)
+    mlops-lab notebooks check                     fail if a committed notebook carries noise
+    mlops-lab labs build [--check]                generate student copies from labs/solutions/
+    mlops-lab grade NOTEBOOK [--json FILE]        execute a lab and score its checks
+    mlops-lab ui [--port N]                       MLflow UI on the workspace store
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _value(text: str):
+    """Parse a ``-p`` value as JSON when it is JSON (numbers, booleans, lists), else keep the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from mlops_lab.config import environment_report
+
+    for key, value in environment_report().items():
+        print(f"{key:>14}: {value}")
+    return 0
+
+
+def cmd_course(args: argparse.Namespace) -> int:
+    from mlops_lab.runner import run_course
+
+    params = {name: _value(value) for name, value in args.parameter or []}
+    results = run_course(args.only or (), full=args.full, out_dir=args.out, parameters=params)
+    failed = [r for r in results if r.status != "passed"]
+    print(f"\n{len(results) - len(failed)} of {len(results)} notebooks passed; "
+          f"report: {Path(args.out) / 'course-report.md'}")
+    return 1 if failed else 0
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    import nbformat
+
+    from mlops_lab.runner import discover, noise, refresh
+
+    if args.action == "refresh":
+        results = refresh(args.only or ())
+        for r in results:
+            print(f"{r.notebook}: {r.status} in {r.seconds:.1f} s {r.error or ''}")
+        return 1 if any(r.status != "passed" for r in results) else 0
+    problems = 0
+    for path in discover():
+        for item in noise(nbformat.read(path, as_version=4)):
+            print(f"{path.name}: {item}")
+            problems += 1
+    return 1 if problems else 0
+
+
+def cmd_labs(args: argparse.Namespace) -> int:
+    from mlops_lab.labs import build
+
+    built = build(check=args.check)
+    stale = [b for b in built if b.stale]
+    for b in built:
+        state = ("STALE" if args.check else "written") if b.stale else "up to date"
+        print(f"{b.target.name}: {state}")
+    if args.check and stale:
+        print("Student copies are stale: run `mlops-lab labs build` and commit the result.")
+        return 1
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from mlops_lab.grading import GradingError, format_report, grade
+
+    try:
+        report = grade(Path(args.notebook))
+    except GradingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report["passed"] == report["total"] else 1
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from mlops_lab.config import tracking_uri, workspace
+
+    home = workspace()
+    argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(home),
+            "--host", "127.0.0.1", "--port", str(args.port)]
+    print(f"MLflow UI for {home} at http://127.0.0.1:{args.port} (Ctrl+C to stop)", flush=True)
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlops-lab", description="The MLOps workbook's command line.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("info", help="versions, workspace and tracking URI").set_defaults(fn=cmd_info)
+
+    course = sub.add_parser("course", help="run the notebooks headlessly and write a report")
+    course.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers or names")
+    course.add_argument("--full", action="store_true", help="full-size parameters (slower)")
+    course.add_argument("--out", default="build", help="output folder (default: build)")
+    course.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                        help="override a notebook parameter (repeatable)")
+    course.set_defaults(fn=cmd_course)
+
+    nbs = sub.add_parser("notebooks", help="maintain the committed notebooks")
+    nbs.add_argument("action", choices=["refresh", "check"])
+    nbs.add_argument("--only", nargs="+", metavar="NN")
+    nbs.set_defaults(fn=cmd_notebooks)
+
+    labs = sub.add_parser("labs", help="build the student copies of the labs")
+    labs.add_argument("action", choices=["build"])
+    labs.add_argument("--check", action="store_true", help="fail if a committed copy is stale")
+    labs.set_defaults(fn=cmd_labs)
+
+    grade = sub.add_parser("grade", help="execute a lab notebook and score its checks")
+    grade.add_argument("notebook")
+    grade.add_argument("--json", metavar="FILE", help="also write the score as JSON")
+    grade.set_defaults(fn=cmd_grade)
+
+    ui = sub.add_parser("ui", help="open the MLflow UI on the workspace store")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(fn=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except Exception as exc:  # noqa: BLE001 (one clear line instead of a traceback)
+        from mlops_lab.config import WorkspaceError
+        from mlops_lab.datasets import DataError
+        from mlops_lab.runner import RunnerError
+
+        if isinstance(exc, (WorkspaceError, DataError, RunnerError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Figures the notebooks show: the course map and a few data plots. Each returns the Figure."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+STAGES = [
+    ("Initiation", "00-01"),
+    ("Data &\nfeatures", "02"),
+    ("Experiment-\nation", "03-04"),
+    ("Evaluation", "05"),
+    ("Validation", "06"),
+    ("Packaging", "07"),
+    ("Registry", "08"),
+    ("Deployment", "09-12"),
+    ("Monitoring", "13"),
+    ("Retraining", "14"),
+]
+"""The lifecycle stages in course order, with the notebooks that teach each."""
+
+
+def course_map(highlight: str | None = None):
+    """The ML lifecycle as a loop of stages with their notebook numbers; ``highlight`` one stage."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(11, 2.8))
+    ax.set_xlim(-0.2, len(STAGES) * 1.1)
+    ax.set_ylim(-1.3, 0.65)
+    ax.axis("off")
+    for i, (stage, notebooks) in enumerate(STAGES):
+        x = i * 1.1
+        on = highlight is not None and highlight.lower() in stage.lower().replace("\n", "").replace("-", "")
+        ax.add_patch(FancyBboxPatch((x, -0.4), 0.9, 0.8, boxstyle="round,pad=0.05",
+                                    facecolor="#f4a261" if on else "#e9f1f7", edgecolor="#264653"))
+        ax.text(x + 0.45, 0.08, stage, ha="center", va="center", fontsize=8.5)
+        ax.text(x + 0.45, -0.28, notebooks, ha="center", va="center", fontsize=7.5, color="#555")
+        if i < len(STAGES) - 1:
+            ax.add_patch(FancyArrowPatch((x + 0.95, 0), (x + 1.05, 0), arrowstyle="->", mutation_scale=10))
+    last = (len(STAGES) - 1) * 1.1 + 0.45
+    ax.add_patch(FancyArrowPatch((last, -0.5), (0.45, -0.5), connectionstyle="arc3,rad=-0.07",
+                                 arrowstyle="->", mutation_scale=12, color="#2a9d8f"))
+    ax.text(last / 2 + 0.2, -1.1, "new data arrives: monitor, retrain, validate, promote again",
+            ha="center", fontsize=8.5, color="#2a9d8f")
+    ax.set_title("The ML lifecycle this course walks (notebook numbers under each stage)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def histograms(frame: pd.DataFrame, columns: list[str], by: str | None = None, bins: int = 30):
+    """One histogram per numeric column, split by ``by`` (e.g. the target) when given."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3))
+    axes = [axes] if len(columns) == 1 else list(axes)
+    for ax, column in zip(axes, columns):
+        if by is None:
+            ax.hist(frame[column], bins=bins, color="#457b9d")
+        else:
+            for value, part in frame.groupby(by, observed=True):
+                ax.hist(part[column], bins=bins, alpha=0.6, label=f"{by}={value}")
+            ax.legend(fontsize=8)
+        ax.set_title(column, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def demand_over_time(bikes: pd.DataFrame):
+    """Daily Bikeshare rentals over 2011 (left) and the average demand by hour of day (right)."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.2), gridspec_kw={"width_ratios": [2, 1]})
+    daily = bikes.set_index("timestamp")["bikers"].resample("D").sum()
+    left.plot(daily.index, daily.values, color="#264653", lw=0.8)
+    left.set_title("Rentals per day, 2011", fontsize=10)
+    by_hour = bikes.groupby(["workingday", "hr"])["bikers"].mean().unstack(0)
+    right.plot(by_hour.index, by_hour[1], label="working day")
+    right.plot(by_hour.index, by_hour[0], label="weekend / holiday")
+    right.set_title("Mean rentals by hour", fontsize=10)
+    right.set_xlabel("hour")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,308 @@
+"""Managed subprocesses: servers that start in their own process group and leave nothing behind.
+
+``mlflow server`` alone spawns uvicorn workers, a job runner and several huey consumers; stopping
+only the process we started would orphan them, still holding the port. Every server the course
+starts therefore runs in a new process group (a new session), is declared ready only when its
+health endpoint answers, and is stopped by signalling the whole group, then waiting until no member
+is alive and the port is free again.
+
+    with mlflow_server() as server:
+        mlflow.set_tracking_uri(server.url)
+        ...
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import psutil
+
+LOOPBACK = "127.0.0.1"
+
+_started_groups: set[int] = set()
+_started_ports: set[int] = set()
+
+
+class ProcessError(RuntimeError):
+    """A managed process could not be started, did not become ready, or did not stop."""
+
+
+class PortInUseError(ProcessError):
+    """The requested port is already bound by another process."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port on ``host`` that nothing is listening on right now (chosen by the OS)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = LOOPBACK) -> bool:
+    """True when ``port`` on ``host`` cannot be bound because something else holds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    members = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return members
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """True when a GET of ``url`` answers with a 2xx status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback only)
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+class ManagedProcess:
+    """A subprocess in its own process group, ready when a check passes, stopped as a group.
+
+    Args:
+        args: the command line.
+        name: a short name for messages and the log file.
+        port: the port the process will listen on (checked free before start), or None.
+        health_url: a URL that answers 2xx once the process is ready, or None.
+        ready: a callable returning True once ready (used when there is no health URL).
+        timeout: seconds to wait for readiness before giving up (the log tail is in the error).
+        env: extra environment variables on top of the current environment.
+        log_path: where stdout and stderr go (default: a file in the system temp folder).
+        cwd: the working directory of the process.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        name: str,
+        port: int | None = None,
+        health_url: str | None = None,
+        ready: Callable[[], bool] | None = None,
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.args = [str(a) for a in args]
+        self.name = name
+        self.port = port
+        self.health_url = health_url
+        self._ready = ready
+        self.timeout = timeout
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        if log_path is None:
+            fd, raw = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
+            os.close(fd)
+            log_path = Path(raw)
+        self.log_path = Path(log_path)
+        self.process: subprocess.Popen | None = None
+        self.pgid: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "ManagedProcess":
+        """Start the process in a new process group and wait until it is ready."""
+        if self.port is not None and port_in_use(self.port):
+            raise PortInUseError(
+                f"{self.name}: port {self.port} on {LOOPBACK} is already in use by another "
+                "process. Stop that process or let the course pick a free port (port=None)."
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        try:
+            self.process = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            log.close()
+            raise ProcessError(f"{self.name}: cannot start {self.args[0]!r}: {exc}") from exc
+        self._log = log
+        self.pgid = self.process.pid  # a new session's leader is its group's leader
+        _started_groups.add(self.pgid)
+        if self.port is not None:
+            _started_ports.add(self.port)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _is_ready(self) -> bool:
+        if self.health_url is not None:
+            return http_ok(self.health_url)
+        if self._ready is not None:
+            return bool(self._ready())
+        return True
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            assert self.process is not None
+            code = self.process.poll()
+            if code is not None:
+                raise ProcessError(
+                    f"{self.name} exited with code {code} before it was ready.\n"
+                    f"Command: {' '.join(self.args)}\nLast lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            if self._is_ready():
+                return
+            if time.monotonic() > deadline:
+                raise ProcessError(
+                    f"{self.name} was not ready after {self.timeout:.0f} s "
+                    f"(waited for {self.health_url or 'its readiness check'}).\n"
+                    f"Command: {' '.join(self.args)}\nLast lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            time.sleep(0.2)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop every process of the group: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+        Returns once no member of the group is alive and the port (if any) can be bound again;
+        raises :class:`ProcessError` if that does not happen. Safe to call twice.
+        """
+        if self.process is None or self.pgid is None:
+            return
+        pgid = self.pgid
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                pass
+            if self._wait_gone(pgid, wait):
+                break
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self._log.close()
+        left = group_members(pgid)
+        if left:
+            raise ProcessError(f"{self.name}: processes {[p.pid for p in left]} did not stop")
+        if self.port is not None:
+            deadline = time.monotonic() + 10
+            while port_in_use(self.port) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self.process = None
+
+    def _wait_gone(self, pgid: int, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None and not group_members(pgid):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of the process's log (stdout and stderr together)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+    @property
+    def running(self) -> bool:
+        """True while the started process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> "ManagedProcess":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class MlflowServer(ManagedProcess):
+    """A real ``mlflow server`` on loopback; ``url`` is its tracking URI once started."""
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+
+def mlflow_server(
+    home: Path | None = None,
+    *,
+    port: int | None = None,
+    backend_store_uri: str | None = None,
+    workers: int = 1,
+    app_name: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 90.0,
+    extra_args: Sequence[str] = (),
+) -> MlflowServer:
+    """A tracking server on ``127.0.0.1`` with its store in ``home`` (default: the workspace).
+
+    The backend is ``sqlite:///<home>/mlflow.db`` unless ``backend_store_uri`` is given; artifacts
+    are proxied by the server and kept in ``<home>/artifacts``. A free port is chosen unless ``port``
+    is given (a port already in use raises :class:`PortInUseError`). Use it as a context manager:
+    on exit the server and all its children are stopped.
+    """
+    from mlops_lab import config
+
+    home = Path(home) if home else config.workspace()
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    backend = backend_store_uri or f"sqlite:///{home / 'mlflow.db'}"
+    args = [
+        sys.executable, "-m", "mlflow", "server",
+        "--host", LOOPBACK,
+        "--port", str(port),
+        "--workers", str(workers),
+        "--backend-store-uri", backend,
+        "--artifacts-destination", str(home / "artifacts"),
+    ]
+    if app_name:
+        args += ["--app-name", app_name]
+    args += list(extra_args)
+    return MlflowServer(
+        args,
+        name="mlflow-server",
+        port=port,
+        health_url=f"http://{LOOPBACK}:{port}/health",
+        timeout=timeout,
+        env=env,
+        log_path=home / "logs" / f"mlflow-server-{port}.log",
+    )
+
+
+def leftovers() -> dict[str, list[int]]:
+    """What this Python process started and is still alive: group members and bound ports."""
+    pids = [p.pid for pgid in sorted(_started_groups) for p in group_members(pgid)]
+    ports = [port for port in sorted(_started_ports) if port_in_use(port)]
+    return {"pids": pids, "ports": ports}
