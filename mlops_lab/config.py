@@ -89,10 +89,11 @@ def artifact_root(home: Path | None = None) -> Path:
 def quiet_logs() -> None:
     """Silence MLflow's and Alembic's INFO chatter (database creation, migrations) in notebooks.
 
-    Also stops MLflow printing a "View run at http://..." link after every run on a server: the
-    notebooks print the server's URL once instead.
+    Also stops MLflow printing a "View run at http://..." link after every run on a server (the
+    notebooks print the server's URL once instead) and its artifact-download progress bars.
     """
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

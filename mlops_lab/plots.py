@@ -81,3 +81,63 @@ def demand_over_time(bikes: pd.DataFrame):
     right.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def confusion(y_true, y_pred, labels=(0, 1), names=("bad (0)", "good (1)"), title: str = "Confusion matrix"):
+    """A confusion matrix with counts, rows = truth, columns = prediction."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=list(labels), display_labels=list(names),
+                                            ax=ax, colorbar=False, cmap="Blues")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def metric_bars(table: pd.DataFrame, metric: str, label: str, lower_is_better: bool = False):
+    """A horizontal bar per run (``label`` column) for one ``metric`` column, best at the top."""
+    import matplotlib.pyplot as plt
+
+    data = table.sort_values(metric, ascending=not lower_is_better)
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(data) + 1))
+    ax.barh(data[label].astype(str), data[metric], color="#2a9d8f")
+    for y, value in enumerate(data[metric]):
+        ax.text(value, y, f" {value:.3f}", va="center", fontsize=8)
+    ax.set_xlabel(metric + (" (lower is better)" if lower_is_better else ""))
+    fig.tight_layout()
+    return fig
+
+
+def predicted_vs_actual(y_true, y_pred, title: str = "Predicted vs actual"):
+    """Scatter of predictions against the truth, with the perfect-prediction diagonal."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.scatter(y_true, y_pred, s=4, alpha=0.4, color="#264653")
+    top = max(float(max(y_true)), float(max(y_pred)))
+    ax.plot([0, top], [0, top], color="#e76f51", lw=1)
+    ax.set_xlabel("actual")
+    ax.set_ylabel("predicted")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def cost_curve(table: pd.DataFrame):
+    """Average cost and approval rate against the decision threshold (from ``cost_by_threshold``)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3))
+    ax.plot(table["threshold"], table["cost"], marker="o", color="#e76f51", label="cost per applicant")
+    best = table.loc[table["cost"].idxmin()]
+    ax.axvline(best["threshold"], color="#999", ls="--", lw=1)
+    ax.set_xlabel("approve when P(good) >= threshold")
+    ax.set_ylabel("cost per applicant")
+    twin = ax.twinx()
+    twin.plot(table["threshold"], table["approval_rate"], color="#457b9d", label="approval rate")
+    twin.set_ylabel("approval rate")
+    fig.legend(loc="upper center", fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig

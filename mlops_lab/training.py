@@ -1,0 +1,233 @@
+"""Splits, leakage checks and seeded scikit-learn pipelines for the two case studies.
+
+Credit risk is split *stratified* (keep the 70/30 class balance in both parts); Bikeshare is split
+*in time order* (train on earlier months, test on later ones: a random split would let the model
+peek at the future). Pipelines bundle preprocessing with the estimator so what is logged, served
+and evaluated is one object that takes raw columns.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from mlops_lab.config import SEED
+
+CREDIT_TARGET = "risk"
+CREDIT_CATEGORICAL = ["sex", "housing", "saving_accounts", "checking_account", "purpose"]
+CREDIT_NUMERIC = ["job", "credit_amount", "duration", "age"]
+CREDIT_FEATURES = CREDIT_NUMERIC + CREDIT_CATEGORICAL
+
+BIKE_TARGET = "bikers"
+BIKE_LEAKY = ["casual", "registered"]  # they add up to the target: known only after the hour
+BIKE_CATEGORICAL = ["weathersit"]
+BIKE_NUMERIC = ["season", "hr", "holiday", "weekday", "workingday", "temp", "atemp", "hum", "windspeed"]
+BIKE_FEATURES = BIKE_NUMERIC + BIKE_CATEGORICAL
+
+SKOPS_TRUSTED_TYPES = [
+    "sklearn.tree._tree.Tree",  # random forests, gradient boosting
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # hist gradient boosting
+]
+"""Types MLflow 3's skops serialisation must be told to trust for the course's tree models.
+
+skops refuses to load types it does not know (pickle would run any code on load). Every type here
+comes from scikit-learn; the course passes this list as ``skops_trusted_types``."""
+
+
+class SplitError(ValueError):
+    """A split was asked for with data that cannot support it."""
+
+
+@dataclass
+class Split:
+    """Features and target for training and testing."""
+
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
+    y_train: pd.Series
+    y_test: pd.Series
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.X_train), "test": len(self.X_test)}
+
+    def frame(self, part: str) -> pd.DataFrame:
+        """Features and target of ``part`` ("train" or "test") as one DataFrame (for lineage, evaluate)."""
+        X, y = (self.X_train, self.y_train) if part == "train" else (self.X_test, self.y_test)
+        out = X.assign(**{y.name: y.values})
+        out.attrs = dict(X.attrs)
+        return out
+
+
+def model_input(X: pd.DataFrame) -> pd.DataFrame:
+    """Features as a model receives them over the wire: categories become plain strings.
+
+    MLflow's schema enforcement accepts strings, not pandas ``category`` columns, and a serving
+    request carries strings anyway.
+    """
+    X = X.copy()
+    for column in X.columns:
+        if isinstance(X[column].dtype, pd.CategoricalDtype):
+            X[column] = X[column].astype(str).astype(object)
+    return X
+
+
+def credit_split(frame: pd.DataFrame, test_size: float = 0.3, seed: int = SEED) -> Split:
+    """A stratified train/test split of German Credit (class balance kept in both parts)."""
+    missing = [c for c in CREDIT_FEATURES + [CREDIT_TARGET] if c not in frame.columns]
+    if missing:
+        raise SplitError(f"German Credit data lacks the columns {missing}")
+    X, y = model_input(frame[CREDIT_FEATURES]), frame[CREDIT_TARGET]
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=test_size, stratify=y, random_state=seed
+    )
+    return Split(X_train, X_test, y_train, y_test)
+
+
+def time_split(frame: pd.DataFrame, train_months: list[str], test_months: list[str]) -> Split:
+    """A time-ordered split of Bikeshare by month: every test hour comes after every train hour."""
+    missing = [c for c in BIKE_FEATURES + [BIKE_TARGET, "mnth", "timestamp"] if c not in frame.columns]
+    if missing:
+        raise SplitError(f"Bikeshare data lacks the columns {missing}")
+    train = frame[frame["mnth"].isin(train_months)]
+    test = frame[frame["mnth"].isin(test_months)]
+    if train.empty or test.empty:
+        raise SplitError(f"No rows for train months {train_months} or test months {test_months}")
+    if train["timestamp"].max() >= test["timestamp"].min():
+        raise SplitError("Test months must all come after the training months (time order).")
+    return Split(model_input(train[BIKE_FEATURES]), model_input(test[BIKE_FEATURES]),
+                 train[BIKE_TARGET], test[BIKE_TARGET])
+
+
+def leakage_report(frame: pd.DataFrame, target: str, features: list[str] | None = None,
+                   threshold: float = 0.95) -> pd.DataFrame:
+    """Numeric columns that predict the target suspiciously well (|correlation| >= threshold).
+
+    A feature that is (almost) a function of the target is usually known only after the fact:
+    Bikeshare's ``casual`` and ``registered`` add up to ``bikers``.
+    """
+    columns = features or [c for c in frame.columns if c != target]
+    numeric = [c for c in columns if pd.api.types.is_numeric_dtype(frame[c]) and c != target]
+    corr = frame[numeric].corrwith(frame[target]).abs().round(3)
+    table = pd.DataFrame({"abs_correlation": corr, "suspicious": corr >= threshold})
+    return table.sort_values("abs_correlation", ascending=False)
+
+
+def overlap_rows(split: Split) -> int:
+    """How many test rows also appear, identically, in the training features (duplicates leak)."""
+    merged = split.X_test.merge(split.X_train.drop_duplicates(), how="inner", on=list(split.X_test.columns))
+    return len(merged)
+
+
+def _preprocessor(numeric: list[str], categorical: list[str], scale: bool) -> ColumnTransformer:
+    num = StandardScaler() if scale else "passthrough"
+    return ColumnTransformer(
+        [("num", num, numeric),
+         ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical)],
+        verbose_feature_names_out=False,
+    )
+
+
+CREDIT_MODELS = {
+    "logistic_regression": lambda seed, **p: LogisticRegression(max_iter=1000, random_state=seed, **p),
+    "random_forest": lambda seed, **p: RandomForestClassifier(random_state=seed, n_jobs=1, **p),
+    "gradient_boosting": lambda seed, **p: GradientBoostingClassifier(random_state=seed, **p),
+}
+BIKE_MODELS = {
+    "linear_regression": lambda seed, **p: LinearRegression(**p),
+    "ridge": lambda seed, **p: Ridge(**p),
+    "random_forest": lambda seed, **p: RandomForestRegressor(random_state=seed, n_jobs=1, **p),
+    "hist_gradient_boosting": lambda seed, **p: HistGradientBoostingRegressor(random_state=seed, **p),
+}
+
+
+def credit_pipeline(model: str = "logistic_regression", seed: int = SEED, **params) -> Pipeline:
+    """Preprocessing (scaling, one-hot) + a classifier for German Credit; ``params`` go to the model."""
+    if model not in CREDIT_MODELS:
+        raise ValueError(f"Unknown credit model {model!r}; choose one of {sorted(CREDIT_MODELS)}")
+    scale = model == "logistic_regression"
+    return Pipeline([("prep", _preprocessor(CREDIT_NUMERIC, CREDIT_CATEGORICAL, scale)),
+                     ("model", CREDIT_MODELS[model](seed, **params))])
+
+
+def bike_pipeline(model: str = "random_forest", seed: int = SEED, *,
+                  numeric: list[str] | None = None, **params) -> Pipeline:
+    """Preprocessing + a regressor for Bikeshare demand; ``params`` go to the model.
+
+    ``numeric`` replaces the numeric feature list (default :data:`BIKE_NUMERIC`), e.g. to show
+    what the leaky columns would do.
+    """
+    if model not in BIKE_MODELS:
+        raise ValueError(f"Unknown bike model {model!r}; choose one of {sorted(BIKE_MODELS)}")
+    scale = model in ("linear_regression", "ridge")
+    return Pipeline([("prep", _preprocessor(numeric or BIKE_NUMERIC, BIKE_CATEGORICAL, scale)),
+                     ("model", BIKE_MODELS[model](seed, **params))])
+
+
+@dataclass
+class TrackedModel:
+    """A fitted pipeline and where MLflow keeps it: the run, the logged model's URI, its metrics."""
+
+    pipeline: Pipeline
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+
+
+def fit_and_log_credit(model: str, split: Split, *, run_name: str | None = None,
+                       tags: dict[str, str] | None = None, seed: int = SEED, **params) -> TrackedModel:
+    """Train a credit pipeline in its own MLflow run and log everything a reviewer needs.
+
+    Logged: parameters (model, hyperparameters, seed, sizes), tags, the train and test data as
+    dataset inputs (lineage), test metrics (including the credit cost), a confusion-matrix figure,
+    and the model with signature and input example.
+    """
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from mlops_lab import datasets, evaluation, plots
+
+    pipeline = credit_pipeline(model, seed=seed, **params)
+    with mlflow.start_run(run_name=run_name or model) as run:
+        mlflow.log_params({"model": model, "seed": seed, **params, **{f"{k}_rows": v for k, v in split.sizes.items()}})
+        mlflow.set_tags({"problem": "credit", **(tags or {})})
+        datasets.log_dataset(split.frame("train"), context="training", name="german_credit-train")
+        datasets.log_dataset(split.frame("test"), context="evaluation", name="german_credit-test")
+        pipeline.fit(split.X_train, split.y_train)
+        predicted = pipeline.predict(split.X_test)
+        metrics = evaluation.classification_metrics(split.y_test, predicted,
+                                                    pipeline.predict_proba(split.X_test)[:, 1])
+        mlflow.log_metrics(metrics)
+        fig = plots.confusion(split.y_test, predicted, title=run_name or model)
+        mlflow.log_figure(fig, "confusion_matrix.png")
+        plt.close(fig)
+        info = log_sklearn_model(pipeline, split.X_train)
+    return TrackedModel(pipeline, run.info.run_id, info.model_uri, metrics)
+
+
+def log_sklearn_model(pipeline: Pipeline, X_example: pd.DataFrame, name: str = "model", **kwargs):
+    """Log a fitted pipeline to the active run with a signature and an input example.
+
+    Passes the course's :data:`SKOPS_TRUSTED_TYPES`, so tree models serialise with skops.
+    Returns MLflow's ``ModelInfo`` (``model_uri`` loads it back).
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = model_input(X_example.head(5))
+    with warnings.catch_warnings():
+        # The hint that integer columns cannot hold missing values: our inputs are required.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(example, pipeline.predict(example))
+        return mlflow.sklearn.log_model(
+            pipeline, name=name, signature=signature, input_example=example,
+            skops_trusted_types=SKOPS_TRUSTED_TYPES, **kwargs,
+        )
