@@ -14,10 +14,12 @@ help:
 	@echo "make setup        create .venv, install the pinned lock, the package and the 'mlops-lab' kernel"
 	@echo "make course       run every notebook headlessly (build/course-report.md)"
 	@echo "make test         unit, integration, notebook (nbval) and lab tests"
+	@echo "make course-full  the same with full-size parameters (slower)"
 	@echo "make test-fast    unit tests only (seconds)"
 	@echo "make lab          JupyterLab on the notebooks and labs"
 	@echo "make ui           MLflow UI on the workspace store (PORT=$(PORT))"
-	@echo "make clean        remove build/, the workspace and caches (keeps .venv)"
+	@echo "make clean        remove build/, the workspace .mlops_lab/ and caches (keeps .venv)"
+	@echo "make lock         regenerate requirements.lock from requirements.in (maintainers)"
 
 setup: $(STAMP)
 

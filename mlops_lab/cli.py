@@ -19,11 +19,13 @@ from pathlib import Path
 
 
 def _value(text: str):
-    """Parse a ``-p`` value as JSON when it is JSON (numbers, booleans, lists), else keep the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+    """Parse a ``-p`` value like Papermill does: int, then float, then JSON (booleans, lists), else text."""
+    for parse in (int, float, json.loads):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return text
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -144,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 (one clear line instead of a traceback)
         from mlops_lab.config import WorkspaceError
         from mlops_lab.datasets import DataError
+        from mlops_lab.labs import LabBuildError
         from mlops_lab.runner import RunnerError
 
-        if isinstance(exc, (WorkspaceError, DataError, RunnerError)):
+        if isinstance(exc, (WorkspaceError, DataError, RunnerError, LabBuildError)):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

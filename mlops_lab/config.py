@@ -107,6 +107,26 @@ def set_seeds(seed: int = SEED) -> int:
     return seed
 
 
+def code_version() -> str:
+    """The git commit of the checkout (with ``-dirty`` if it has uncommitted changes), or ``unversioned``.
+
+    Runs record it as the tag ``code_version`` so a model can be traced to the code that trained it.
+    """
+    import subprocess
+
+    root = repo_root()
+    if root is None or not (root / ".git").exists():
+        return "unversioned"
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unversioned"
+    return f"{commit}-dirty" if dirty else commit
+
+
 @dataclass(frozen=True)
 class Workspace:
     """What :func:`use_workspace` set up: the folder, the tracking URI and the active experiment."""

@@ -127,7 +127,10 @@ def _read(spec: DatasetSpec, path: Path | None) -> pd.DataFrame:
         if dtype == "category":
             continue
         try:
-            frame[column] = pd.to_numeric(frame[column], errors="raise").astype(dtype)
+            values = pd.to_numeric(frame[column], errors="raise")
+            if dtype == "int64" and values.notna().all() and (values % 1 != 0).any():
+                raise ValueError(f"non-integer values such as {values[values % 1 != 0].iloc[0]}")
+            frame[column] = values.astype(dtype)
         except (ValueError, TypeError) as exc:
             raise DataError(
                 f"Data file {path}: column {column!r} should be {dtype} but holds values that are "
@@ -213,13 +216,15 @@ def digest(frame: pd.DataFrame) -> str:
 def as_mlflow_dataset(frame: pd.DataFrame, name: str | None = None, targets: str | None = None):
     """Wrap a DataFrame as an ``mlflow.data`` dataset carrying name, source and digest (lineage).
 
-    Name, source and target default to what the loader recorded in ``frame.attrs``.
+    Name and source default to what the loader recorded in ``frame.attrs``; the target defaults to
+    the dataset's target when the frame has that column (a features-only frame has none).
     """
     import mlflow.data
 
     name = name or frame.attrs.get("name", "dataframe")
     spec = SPECS.get(frame.attrs.get("name", ""))
-    targets = targets if targets is not None else (spec.target if spec else None)
+    if targets is None and spec is not None and spec.target in frame.columns:
+        targets = spec.target
     if targets is not None and targets not in frame.columns:
         raise DataError(f"Target column {targets!r} is not in the data (columns: {list(frame.columns)}).")
     source = frame.attrs.get("source")
@@ -237,11 +242,12 @@ def _lineage_warnings_off() -> Iterator[None]:
         yield
 
 
-def log_dataset(frame: pd.DataFrame, context: str = "training", name: str | None = None):
+def log_dataset(frame: pd.DataFrame, context: str = "training", name: str | None = None,
+                targets: str | None = None):
     """Log ``frame`` as an input of the active MLflow run (context: training, evaluation, ...)."""
     import mlflow
 
-    dataset = as_mlflow_dataset(frame, name=name)
+    dataset = as_mlflow_dataset(frame, name=name, targets=targets)
     with _lineage_warnings_off():
         mlflow.log_input(dataset, context=context)
     return dataset

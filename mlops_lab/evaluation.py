@@ -38,6 +38,8 @@ def credit_cost(y_true, y_pred) -> float:
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if len(y_true) == 0:
         raise EvaluationError("credit_cost needs at least one prediction")
+    if len(y_true) != len(y_pred):
+        raise EvaluationError(f"credit_cost got {len(y_true)} labels but {len(y_pred)} predictions")
     bad_accepted = np.sum((y_pred == 1) & (y_true == 0))
     good_refused = np.sum((y_pred == 0) & (y_true == 1))
     return float((COST_BAD_ACCEPTED * bad_accepted + COST_GOOD_REFUSED * good_refused) / len(y_true))
@@ -59,7 +61,7 @@ def cost_by_threshold(y_true, proba_good, thresholds: Sequence[float] | None = N
     The default 0.5 threshold ignores that a bad approval costs five times a wrong refusal; this
     table shows which threshold the cost matrix prefers.
     """
-    thresholds = np.round(np.arange(0.3, 0.91, 0.05), 2) if thresholds is None else thresholds
+    thresholds = np.round(np.arange(0.3, 0.96, 0.05), 2) if thresholds is None else thresholds
     proba_good = np.asarray(proba_good)
     rows = [{"threshold": t, "approval_rate": float(np.mean(proba_good >= t)),
              "cost": credit_cost(y_true, (proba_good >= t).astype(int))} for t in thresholds]
@@ -182,8 +184,10 @@ def evaluate(
     """``mlflow.models.evaluate`` on a logged model, with inputs checked and SHAP off by default.
 
     Must run inside an active MLflow run (the metrics and plots are logged to it). ``explain=True``
-    computes SHAP explanations too, which costs seconds per call. Returns MLflow's
-    ``EvaluationResult`` (``.metrics``, ``.artifacts``).
+    asks MLflow for SHAP explanations too, which costs seconds per call; MLflow computes them only
+    when every input column is numeric (it skips, with a warning, the course's pipelines that take
+    text columns: use :mod:`mlops_lab.explain` for those). Returns MLflow's ``EvaluationResult``
+    (``.metrics``, ``.artifacts``).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -223,7 +227,10 @@ def evaluate(
 
 def metrics_table(results: dict[str, object], metrics: Sequence[str]) -> pd.DataFrame:
     """One row per evaluated model, one column per metric, rounded to 3 decimals."""
-    rows = {name: {m: float(r.metrics[m]) for m in metrics if m in r.metrics} for name, r in results.items()}
+    missing = sorted({m for r in results.values() for m in metrics if m not in r.metrics})
+    if missing:
+        raise EvaluationError(f"Metrics {missing} are not in every result; available: {sorted(next(iter(results.values())).metrics)}")
+    rows = {name: {m: float(r.metrics[m]) for m in metrics} for name, r in results.items()}
     return pd.DataFrame(rows).T[list(metrics)].round(3)
 
 

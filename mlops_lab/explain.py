@@ -29,8 +29,9 @@ def explain(pipeline, X: pd.DataFrame, *, background: pd.DataFrame | None = None
             max_rows: int = 200, seed: int = SEED):
     """SHAP values of the pipeline's model for up to ``max_rows`` rows of ``X``.
 
-    Returns a ``shap.Explanation`` over the preprocessed features; for classifiers the values
-    explain the log-odds of the positive class (class 1).
+    Returns a ``shap.Explanation`` over the preprocessed features for the positive class (1): in
+    log-odds for gradient boosting and linear models, in probability for random forests (SHAP's
+    tree explainer explains what the model outputs).
     """
     import shap
 

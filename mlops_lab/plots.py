@@ -141,3 +141,21 @@ def cost_curve(table: pd.DataFrame):
     fig.legend(loc="upper center", fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def group_rates(by_group: dict[str, pd.DataFrame], title: str = ""):
+    """Selection rate, TPR and FPR per group, one panel per protected attribute (fairlearn output)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(by_group), figsize=(5 * len(by_group), 2.8), squeeze=False)
+    for ax, (attr, table) in zip(axes[0], by_group.items()):
+        table[["selection_rate", "tpr", "fpr"]].plot.bar(ax=ax, rot=0, width=0.75,
+                                                          color=["#2a9d8f", "#457b9d", "#e76f51"])
+        ax.set_title(f"by {attr}", fontsize=10)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("")
+        ax.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

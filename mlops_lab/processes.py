@@ -93,7 +93,7 @@ class ManagedProcess:
         ready: a callable returning True once ready (used when there is no health URL).
         timeout: seconds to wait for readiness before giving up (the log tail is in the error).
         env: extra environment variables on top of the current environment.
-        log_path: where stdout and stderr go (default: a file in the system temp folder).
+        log_path: where stdout and stderr go (default: a temporary file, removed after a clean stop).
         cwd: the working directory of the process.
     """
 
@@ -118,6 +118,7 @@ class ManagedProcess:
         self.timeout = timeout
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
+        self._temporary_log = log_path is None  # removed after a clean stop
         if log_path is None:
             fd, raw = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
             os.close(fd)
@@ -214,8 +215,14 @@ class ManagedProcess:
             raise ProcessError(f"{self.name}: processes {[p.pid for p in left]} did not stop")
         if self.port is not None:
             deadline = time.monotonic() + 10
-            while port_in_use(self.port) and time.monotonic() < deadline:
+            while port_in_use(self.port):
+                if time.monotonic() > deadline:
+                    raise ProcessError(f"{self.name}: port {self.port} is still bound after the group stopped")
                 time.sleep(0.1)
+            _started_ports.discard(self.port)
+        _started_groups.discard(pgid)
+        if self._temporary_log:
+            self.log_path.unlink(missing_ok=True)
         self.process = None
 
     def _wait_gone(self, pgid: int, seconds: float) -> bool:

@@ -27,7 +27,7 @@ def profile(frame: pd.DataFrame) -> pd.DataFrame:
             "distinct": int(series.nunique()),
             "min": series.min() if numeric else None,
             "max": series.max() if numeric else None,
-            "top": None if numeric else str(series.mode().iloc[0]),
+            "top": None if numeric or series.dropna().empty else str(series.mode().iloc[0]),
         })
     return pd.DataFrame(rows).set_index("column")
 
@@ -43,6 +43,8 @@ class Rule:
 
 def run_rules(frame: pd.DataFrame, rules: list[Rule]) -> pd.DataFrame:
     """Apply every rule; a rule that cannot be evaluated (e.g. a missing column) fails with the reason."""
+    if not rules:
+        raise ValueError("run_rules needs at least one rule")
     rows = []
     for rule in rules:
         try:

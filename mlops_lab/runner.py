@@ -92,9 +92,13 @@ def pick_kernel() -> str:
 
 @contextlib.contextmanager
 def fresh_workspace(keep: bool = False) -> Iterator[Path]:
-    """Point ``MLOPS_LAB_HOME`` at a new temporary folder for the duration of the block."""
+    """Point ``MLOPS_LAB_HOME`` at a new temporary folder for the duration of the block.
+
+    ``MLOPS_LAB_TRACKING_URI`` is unset meanwhile, so nothing is logged to a server you configured.
+    """
     home = Path(tempfile.mkdtemp(prefix="mlops-lab-home-"))
-    saved = {k: os.environ.get(k) for k in ("MLOPS_LAB_HOME", "TQDM_DISABLE")}
+    saved = {k: os.environ.get(k) for k in ("MLOPS_LAB_HOME", "TQDM_DISABLE", "MLOPS_LAB_TRACKING_URI")}
+    os.environ.pop("MLOPS_LAB_TRACKING_URI", None)  # the embedded store of the fresh workspace
     os.environ["MLOPS_LAB_HOME"] = str(home)
     os.environ["TQDM_DISABLE"] = "1"
     try:
@@ -240,7 +244,11 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def noise(nb: nbformat.NotebookNode) -> list[str]:
-    """What :func:`clean` would remove from ``nb``: an empty list for a clean notebook."""
+    """Execution-metadata noise in ``nb`` (timings, Papermill records, injected parameters).
+
+    An empty list for a notebook :func:`clean` has processed; cell ids and numbering, which
+    ``clean`` also normalises, are not reported.
+    """
     found = [f"notebook metadata {k!r}" for k in NOISY_NOTEBOOK_METADATA if k in nb.metadata]
     for index, cell in enumerate(nb.cells):
         found += [f"cell {index} metadata {k!r}" for k in NOISY_CELL_METADATA if k in cell.metadata]

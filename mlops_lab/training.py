@@ -11,8 +11,10 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
 from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.model_selection import train_test_split
@@ -35,11 +37,12 @@ BIKE_FEATURES = BIKE_NUMERIC + BIKE_CATEGORICAL
 SKOPS_TRUSTED_TYPES = [
     "sklearn.tree._tree.Tree",  # random forests, gradient boosting
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # hist gradient boosting
+    "numpy.dtype",  # the imputers record the dtype they were fitted on
 ]
 """Types MLflow 3's skops serialisation must be told to trust for the course's tree models.
 
 skops refuses to load types it does not know (pickle would run any code on load). Every type here
-comes from scikit-learn; the course passes this list as ``skops_trusted_types``."""
+comes from scikit-learn or NumPy; the course passes this list as ``skops_trusted_types``."""
 
 
 class SplitError(ValueError):
@@ -114,7 +117,7 @@ def leakage_report(frame: pd.DataFrame, target: str, features: list[str] | None 
     A feature that is (almost) a function of the target is usually known only after the fact:
     Bikeshare's ``casual`` and ``registered`` add up to ``bikers``.
     """
-    columns = features or [c for c in frame.columns if c != target]
+    columns = [c for c in frame.columns if c != target] if features is None else features
     numeric = [c for c in columns if pd.api.types.is_numeric_dtype(frame[c]) and c != target]
     corr = frame[numeric].corrwith(frame[target]).abs().round(3)
     table = pd.DataFrame({"abs_correlation": corr, "suspicious": corr >= threshold})
@@ -127,11 +130,14 @@ def overlap_rows(split: Split) -> int:
     return len(merged)
 
 
-def _preprocessor(numeric: list[str], categorical: list[str], scale: bool) -> ColumnTransformer:
-    num = StandardScaler() if scale else "passthrough"
+def _preprocessor(numeric: list[str], categorical: list[str], scale: bool, impute: bool = True) -> ColumnTransformer:
+    num_steps = ([("impute", SimpleImputer(strategy="median"))] if impute else []) + \
+        ([("scale", StandardScaler())] if scale else [])
+    cat_steps = ([("impute", SimpleImputer(strategy="constant", fill_value="missing"))] if impute else []) + \
+        [("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]
     return ColumnTransformer(
-        [("num", num, numeric),
-         ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical)],
+        [("num", Pipeline(num_steps) if num_steps else "passthrough", numeric),
+         ("cat", Pipeline(cat_steps), categorical)],
         verbose_feature_names_out=False,
     )
 
@@ -149,12 +155,26 @@ BIKE_MODELS = {
 }
 
 
-def credit_pipeline(model: str = "logistic_regression", seed: int = SEED, **params) -> Pipeline:
-    """Preprocessing (scaling, one-hot) + a classifier for German Credit; ``params`` go to the model."""
+def credit_pipeline(model: str = "logistic_regression", seed: int = SEED, *,
+                    features: list[str] | None = None, impute: bool = True, **params) -> Pipeline:
+    """Preprocessing (imputation, scaling, one-hot) + a classifier for German Credit.
+
+    ``params`` go to the model. ``features`` restricts the columns the model uses (other input
+    columns are ignored), e.g. to leave out a protected attribute; ``impute=False`` drops the
+    imputers, which makes models that cannot handle missing values brittle (lesson 06 shows it).
+    """
     if model not in CREDIT_MODELS:
         raise ValueError(f"Unknown credit model {model!r}; choose one of {sorted(CREDIT_MODELS)}")
+    features = CREDIT_FEATURES if features is None else features
+    if not features:
+        raise ValueError("A credit model needs at least one feature")
+    unknown = sorted(set(features) - set(CREDIT_FEATURES))
+    if unknown:
+        raise ValueError(f"Unknown credit features {unknown}; choose from {CREDIT_FEATURES}")
+    numeric = [c for c in CREDIT_NUMERIC if c in features]
+    categorical = [c for c in CREDIT_CATEGORICAL if c in features]
     scale = model == "logistic_regression"
-    return Pipeline([("prep", _preprocessor(CREDIT_NUMERIC, CREDIT_CATEGORICAL, scale)),
+    return Pipeline([("prep", _preprocessor(numeric, categorical, scale, impute)),
                      ("model", CREDIT_MODELS[model](seed, **params))])
 
 
@@ -168,7 +188,7 @@ def bike_pipeline(model: str = "random_forest", seed: int = SEED, *,
     if model not in BIKE_MODELS:
         raise ValueError(f"Unknown bike model {model!r}; choose one of {sorted(BIKE_MODELS)}")
     scale = model in ("linear_regression", "ridge")
-    return Pipeline([("prep", _preprocessor(numeric or BIKE_NUMERIC, BIKE_CATEGORICAL, scale)),
+    return Pipeline([("prep", _preprocessor(BIKE_NUMERIC if numeric is None else numeric, BIKE_CATEGORICAL, scale)),
                      ("model", BIKE_MODELS[model](seed, **params))])
 
 
@@ -183,22 +203,30 @@ class TrackedModel:
 
 
 def fit_and_log_credit(model: str, split: Split, *, run_name: str | None = None,
-                       tags: dict[str, str] | None = None, seed: int = SEED, **params) -> TrackedModel:
+                       tags: dict[str, str] | None = None, seed: int = SEED,
+                       features: list[str] | None = None, impute: bool = True,
+                       intended_use: str | None = None, **params) -> TrackedModel:
     """Train a credit pipeline in its own MLflow run and log everything a reviewer needs.
 
-    Logged: parameters (model, hyperparameters, seed, sizes), tags, the train and test data as
-    dataset inputs (lineage), test metrics (including the credit cost), a confusion-matrix figure,
-    and the model with signature and input example.
+    Logged: parameters (model, hyperparameters, seed, sizes, features), tags (including the
+    ``code_version`` and, when given, the ``intended_use``), the train and test data as dataset
+    inputs (lineage), test metrics (including the credit cost), a confusion-matrix figure, and the
+    model with signature and input example.
     """
     import matplotlib.pyplot as plt
     import mlflow
 
     from mlops_lab import datasets, evaluation, plots
+    from mlops_lab.config import code_version
 
-    pipeline = credit_pipeline(model, seed=seed, **params)
+    pipeline = credit_pipeline(model, seed=seed, features=features, impute=impute, **params)
     with mlflow.start_run(run_name=run_name or model) as run:
         mlflow.log_params({"model": model, "seed": seed, **params, **{f"{k}_rows": v for k, v in split.sizes.items()}})
-        mlflow.set_tags({"problem": "credit", **(tags or {})})
+        if features is not None or not impute:
+            mlflow.log_params({"features": ",".join(features or CREDIT_FEATURES), "impute": impute})
+        mlflow.set_tags({"problem": "credit", "code_version": code_version(), **(tags or {})})
+        if intended_use:
+            mlflow.set_tag("intended_use", intended_use)
         datasets.log_dataset(split.frame("train"), context="training", name="german_credit-train")
         datasets.log_dataset(split.frame("test"), context="evaluation", name="german_credit-test")
         pipeline.fit(split.X_train, split.y_train)
@@ -211,6 +239,19 @@ def fit_and_log_credit(model: str, split: Split, *, run_name: str | None = None,
         plt.close(fig)
         info = log_sklearn_model(pipeline, split.X_train)
     return TrackedModel(pipeline, run.info.run_id, info.model_uri, metrics)
+
+
+def with_biased_labels(split: Split, column: str, group: str, share: float, seed: int = SEED) -> Split:
+    """A copy of ``split`` whose *training* labels turn ``share`` of the good ``group`` members bad.
+
+    It simulates biased historical decisions (e.g. loans refused to women who would have repaid),
+    the way a real training set can encode discrimination. The test labels stay true.
+    """
+    y = split.y_train.copy()
+    members = y[(split.X_train[column].astype(str) == group) & (y == 1)].index
+    rng = np.random.default_rng(seed)
+    y.loc[rng.choice(members, int(share * len(members)), replace=False)] = 0
+    return Split(split.X_train, split.X_test, y, split.y_test)
 
 
 def log_sklearn_model(pipeline: Pipeline, X_example: pd.DataFrame, name: str = "model", **kwargs):

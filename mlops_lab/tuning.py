@@ -51,14 +51,19 @@ def create_study(name: str, *, sampler: str = "tpe", seed: int = SEED, prune: bo
     import optuna
 
     _quiet_optuna()
-    samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
-                "random": lambda: optuna.samplers.RandomSampler(seed=seed)}
-    if sampler not in samplers:
-        raise ValueError(f"Unknown sampler {sampler!r}; choose one of {sorted(samplers)}")
+    if sampler not in ("tpe", "random"):
+        raise ValueError(f"Unknown sampler {sampler!r}; choose one of ['random', 'tpe']")
+    storage = storage_uri()
+    try:  # a resumed study must not replay the draws of its first session: offset the seed
+        done = len(optuna.load_study(study_name=name, storage=storage).trials)
+    except KeyError:
+        done = 0
+    chosen = (optuna.samplers.TPESampler(seed=seed + done, n_startup_trials=5) if sampler == "tpe"
+              else optuna.samplers.RandomSampler(seed=seed + done))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
               if prune else optuna.pruners.NopPruner())
-    return optuna.create_study(study_name=name, storage=storage_uri(), direction="maximize",
-                               sampler=samplers[sampler](), pruner=pruner, load_if_exists=True)
+    return optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                               sampler=chosen, pruner=pruner, load_if_exists=True)
 
 
 def credit_objective(X: pd.DataFrame, y: pd.Series, *, folds: int = 3, seed: int = SEED) -> Callable:

@@ -123,7 +123,7 @@ def test_logged_dataset_carries_lineage(home):
 def test_mlflow_dataset_rejects_missing_target():
     frame = datasets.load_german_credit().drop(columns=["risk"])
     with pytest.raises(DataError, match="Target column 'risk'"):
-        datasets.as_mlflow_dataset(frame)
+        datasets.as_mlflow_dataset(frame, targets="risk")
 
 
 def test_shipped_files_match_the_course_sources():
@@ -133,3 +133,21 @@ def test_shipped_files_match_the_course_sources():
         pytest.skip("the course's shared datasets folder is not next to this clone")
     for name in ("german_credit.csv", "bikeshare_hourly_2011.csv"):
         assert (datasets.data_dir() / name).read_bytes() == (shared / name).read_bytes()
+
+
+def test_non_integer_value_in_integer_column_is_refused(tmp_path):
+    raw = pd.read_csv(datasets.data_dir() / "german_credit.csv")
+    raw["age"] = raw["age"].astype(float)
+    raw.loc[3, "age"] = 30.7
+    raw.to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(DataError, match="column 'age' should be int64.*30.7"):
+        datasets.load_german_credit(tmp_path / "c.csv")
+
+
+def test_features_only_frame_logs_without_a_target(home):
+    config.use_workspace("features-only")
+    features = datasets.load_german_credit().drop(columns="risk")
+    with mlflow.start_run() as run:
+        logged = datasets.log_dataset(features, context="inference", name="applicants")
+    assert logged.targets is None
+    assert datasets.run_inputs(run.info.run_id)["context"].tolist() == ["inference"]

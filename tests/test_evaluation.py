@@ -22,6 +22,8 @@ def test_credit_cost_matches_the_cost_matrix():
     assert evaluation.credit_cost(truth, [0, 1, 0, 0]) == 1 / 4  # one good applicant refused
     with pytest.raises(EvaluationError):
         evaluation.credit_cost([], [])
+    with pytest.raises(EvaluationError, match="3 labels but 2 predictions"):
+        evaluation.credit_cost([1, 0, 1], [1, 0])
 
 
 @pytest.mark.unit
@@ -80,7 +82,6 @@ def test_evaluate_with_custom_metric_and_artifact(logged, split):
     expected = evaluation.credit_cost(split.y_test, model.predict(split.X_test))
     assert result.metrics["credit_cost"] == pytest.approx(expected)
     assert {"cost_breakdown", "confusion_matrix"} <= set(result.artifacts)
-    assert not any("shap" in name for name in result.artifacts), "SHAP is off by default"
     assert mlflow.get_run(run.info.run_id).data.metrics["credit_cost"] == pytest.approx(expected)
 
 
@@ -118,5 +119,25 @@ def test_metrics_table_rounds_and_orders(logged, split):
     _, uri = logged
     with mlflow.start_run():
         result = evaluation.evaluate(uri, split.frame("test"), "risk", "classifier")
-    table = evaluation.metrics_table({"a": result}, ["roc_auc", "accuracy_score"])
-    assert list(table.columns) == ["roc_auc", "accuracy_score"] and isinstance(table, pd.DataFrame)
+    table = evaluation.metrics_table({"a": result, "b": result}, ["roc_auc", "accuracy_score"])
+    assert list(table.columns) == ["roc_auc", "accuracy_score"] and list(table.index) == ["a", "b"]
+    assert table.loc["a", "roc_auc"] == round(result.metrics["roc_auc"], 3)
+    with pytest.raises(EvaluationError, match=r"\['auc'\] are not in every result"):
+        evaluation.metrics_table({"a": result}, ["auc"])
+
+
+@pytest.mark.integration
+def test_shap_is_off_by_default_and_on_when_asked(home):
+    """On numeric inputs (where MLflow can explain), SHAP plots appear only with explain=True."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    config.use_workspace("shap-switch")
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    with mlflow.start_run():
+        uri = training.log_sklearn_model(model, X).model_uri
+        quiet = evaluation.evaluate(uri, X.assign(target=y), "target", "classifier", pos_label=None)
+        loud = evaluation.evaluate(uri, X.assign(target=y), "target", "classifier", pos_label=None, explain=True)
+    assert not any("shap" in name for name in quiet.artifacts)
+    assert any("shap" in name for name in loud.artifacts)

@@ -107,3 +107,15 @@ def test_grading_a_notebook_without_checks_is_refused(tmp_path, capsys):
         grade(path)
     assert cli.main(["grade", str(path)]) == 2
     assert "not a gradable lab" in capsys.readouterr().err
+
+
+@pytest.mark.labs
+def test_a_notebook_that_hangs_still_gets_a_score(tmp_path):
+    """A student's endless loop times out; the grader reports every check instead of crashing."""
+    student = nbformat.read(LABS / "00_warmup.ipynb", as_version=4)
+    student.cells.insert(2, nbformat.v4.new_code_cell("while True:\n    pass"))
+    path = tmp_path / "00_warmup.ipynb"
+    nbformat.write(student, path)
+    report = grade(path, timeout=5)
+    assert report["passed"] == 0 and report["total"] == 5
+    assert all("stopped early" in c["detail"] for c in report["checks"])

@@ -111,6 +111,17 @@ def test_early_exit_reports_code_and_log(tmp_path):
     assert "bad config: no such option" in str(err.value)
 
 
+def test_clean_stop_forgets_the_group_and_removes_a_temporary_log():
+    port = free_port()
+    proc = ManagedProcess([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                          name="web", port=port, health_url=f"http://127.0.0.1:{port}/")
+    with proc:
+        log = proc.log_path
+        assert log.exists() and processes.leftovers()["pids"]
+    assert not log.exists()
+    assert processes.leftovers() == {"pids": [], "ports": []}
+
+
 def test_missing_executable_is_a_clear_error(tmp_path):
     proc = ManagedProcess(["/no/such/binary"], name="ghost", log_path=tmp_path / "g.log")
     with pytest.raises(ProcessError, match="cannot start '/no/such/binary'"):

@@ -51,3 +51,14 @@ def test_profile_and_class_balance():
     assert profile.loc["age", "min"] == 19 and profile.loc["sex", "top"] == "male"
     balance = quality.class_balance(credit["risk"])
     assert balance["share"].to_dict() == {0: 0.3, 1: 0.7}
+
+
+def test_edge_inputs_give_clear_results():
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({"empty": [np.nan, np.nan], "text": [None, None]}).astype({"text": object})
+    profile = quality.profile(frame)
+    assert profile.loc["text", "missing"] == 2 and profile.loc["text", "top"] is None
+    with pytest.raises(ValueError, match="at least one rule"):
+        quality.run_rules(frame, [])

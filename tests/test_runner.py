@@ -124,3 +124,18 @@ def test_fresh_workspace_restores_environment():
         assert os.environ["MLOPS_LAB_HOME"] == str(home) and home.is_dir()
     assert os.environ.get("MLOPS_LAB_HOME") == before
     assert not home.exists()
+
+
+@pytest.mark.unit
+def test_fresh_workspace_ignores_a_configured_tracking_server(monkeypatch):
+    monkeypatch.setenv("MLOPS_LAB_TRACKING_URI", "http://127.0.0.1:9")
+    with runner.fresh_workspace():
+        assert "MLOPS_LAB_TRACKING_URI" not in os.environ
+    assert os.environ["MLOPS_LAB_TRACKING_URI"] == "http://127.0.0.1:9"
+
+
+@pytest.mark.unit
+def test_parameter_values_parse_like_papermill():
+    assert cli._value("06") == 6 and cli._value("0.5") == 0.5
+    assert cli._value("true") is True and cli._value("[1, 2]") == [1, 2]
+    assert cli._value("hello") == "hello"

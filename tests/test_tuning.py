@@ -34,12 +34,27 @@ def test_study_logs_nested_runs_and_resumes(home, split):
     assert tuning.run_study(again, objective, 2)["trials"] == 6
 
 
-def test_random_and_tpe_are_reproducible(home, split):
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_samplers_are_reproducible(home, split, sampler):
     config.use_workspace("tuning-seeds")
     objective = tuning.credit_objective(split.X_train, split.y_train, folds=2)
-    first = tuning.run_study(tuning.create_study("r1", sampler="random", seed=5, prune=False), objective, 3)
-    second = tuning.run_study(tuning.create_study("r2", sampler="random", seed=5, prune=False), objective, 3)
+    first = tuning.run_study(tuning.create_study("r1", sampler=sampler, seed=5, prune=False), objective, 3)
+    second = tuning.run_study(tuning.create_study("r2", sampler=sampler, seed=5, prune=False), objective, 3)
     assert first["best_params"] == second["best_params"] and first["best_value"] == second["best_value"]
+
+
+def test_a_resumed_study_draws_new_parameters(home):
+    config.use_workspace("resume-draws")
+    study = tuning.create_study("fresh-draws", sampler="random", prune=False)
+    tuning.run_study(study, lambda trial: tuning.suggest_params(trial)["learning_rate"], 3, metric_name="lr")
+    resumed = tuning.create_study("fresh-draws", sampler="random", prune=False)
+    tuning.run_study(resumed, lambda trial: tuning.suggest_params(trial)["learning_rate"], 3, metric_name="lr")
+    values = [t.params["learning_rate"] for t in resumed.trials]
+    assert len(values) == 6 and len(set(values)) == 6, "the resumed session repeated earlier draws"
+
+
+def test_unknown_sampler(home):
+    config.use_workspace("unknown-sampler")
     with pytest.raises(ValueError, match="Unknown sampler 'grid'"):
         tuning.create_study("x", sampler="grid")
 

@@ -120,12 +120,14 @@ def grade(notebook: Path | str, *, timeout: int = 600, kernel_name: str | None =
 
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     from mlops_lab.runner import fresh_workspace, pick_kernel
 
     notebook = Path(notebook)
     lab = lab_for(notebook)
     nb = nbformat.read(notebook, as_version=4)
+    stopped = None
     with fresh_workspace() as home:
         results_file = home / "grade-results.jsonl"
         os.environ[GRADE_FILE_ENV] = str(results_file)
@@ -138,6 +140,8 @@ def grade(notebook: Path | str, *, timeout: int = 600, kernel_name: str | None =
                 resources={"metadata": {"path": str(notebook.parent.resolve())}},
             )
             client.execute()
+        except (CellTimeoutError, DeadKernelError) as exc:
+            stopped = f"the notebook stopped early ({type(exc).__name__}): {str(exc).splitlines()[0][:200]}"
         finally:
             os.environ.pop(GRADE_FILE_ENV, None)
         recorded: dict[str, dict] = {}
@@ -156,14 +160,14 @@ def grade(notebook: Path | str, *, timeout: int = 600, kernel_name: str | None =
             checks.append(recorded[name])
         else:
             checks.append({"name": name, "passed": False, "hint": hint,
-                           "detail": "the check cell did not run"})
+                           "detail": stopped or "the check cell did not run"})
     return {
         "lab": lab.name,
         "notebook": str(notebook),
         "passed": sum(bool(c["passed"]) for c in checks),
         "total": len(checks),
         "checks": checks,
-        "errors": errors,
+        "errors": errors + ([stopped] if stopped else []),
     }
 
 

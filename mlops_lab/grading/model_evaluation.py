@@ -33,7 +33,7 @@ def evaluated_baseline(ns: dict) -> None:
     for name in ("roc_auc", "accuracy_score", "credit_cost"):
         assert name in metrics, f"`baseline_result.metrics` has no {name!r}"
     mlflow.set_tracking_uri(tracking_uri())
-    runs = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="metrics.credit_cost > 0")
+    runs = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="metrics.example_count > 0")
     assert len(runs) >= 1, f"no run in {EXPERIMENT!r} has the evaluation metrics: evaluate inside a run"
 
 
