@@ -34,7 +34,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _is_nbval(item: pytest.Item) -> bool:
-    return type(item).__name__ == "NbCellItem"
+    from nbval.plugin import IPyNbCell
+
+    return isinstance(item, IPyNbCell)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

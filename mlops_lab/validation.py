@@ -42,6 +42,17 @@ KNOWN_METRICS = {"roc_auc", "accuracy_score", "precision_score", "recall_score",
                  "log_loss", "precision_recall_auc", "credit_cost"}
 COMPLIANCE_ITEMS = {"training_data_digest", "training_data_source", "code_version", "signature",
                     "input_example", "intended_use"}
+SECTION_KEYS = {
+    "latency": {"p95_ms_max", "rows"},
+    "group_fairness": {"demographic_parity_difference_max", "equalized_odds_difference_max", "min_group_rows"},
+    "individual_fairness": {"counterfactual_flip_rate_max", "consistency_min", "neighbours"},
+    "robustness": {"noise_level", "noise_auc_drop_max", "missing_rate", "missing_auc_drop_max",
+                   "unseen_categories", "out_of_range", "slice_by", "slice_auc_min", "slice_min_rows"},
+    "explainability": {"protected_not_in_top", "rows"},
+    "compliance": {"required", "allow_uncommitted_code"},
+}
+"""The settings each policy section accepts: a misspelt key is an error, not a skipped check."""
+PAIRED_KEYS = {"noise_level": "noise_auc_drop_max", "missing_rate": "missing_auc_drop_max"}
 
 
 class PolicyError(ValueError):
@@ -79,22 +90,40 @@ def load_policy(source: str | Path | dict) -> dict:
     unknown = sorted(set(policy["checks"]) - SECTIONS)
     if unknown:
         raise PolicyError(f"Unknown check section(s) {unknown}; known sections: {sorted(SECTIONS)}")
+    for section, spec in policy["checks"].items():
+        if not spec:
+            raise PolicyError(f"Check section {section!r} is empty: remove it or give it settings")
+        if section in SECTION_KEYS:
+            extra = sorted(set(spec) - SECTION_KEYS[section])
+            if extra:
+                raise PolicyError(f"Unknown setting(s) {extra} in {section!r}; allowed: {sorted(SECTION_KEYS[section])}")
+            for key, partner in PAIRED_KEYS.items():
+                if (key in spec) != (partner in spec):
+                    raise PolicyError(f"{section!r}: {key!r} and {partner!r} go together")
     for rule in policy["checks"].get("metrics", []):
         if rule.get("metric") not in KNOWN_METRICS:
             raise PolicyError(f"Unknown metric {rule.get('metric')!r} in the policy; known: {sorted(KNOWN_METRICS)}")
-        if not ({"min", "max"} & set(rule)):
-            raise PolicyError(f"Metric rule {rule} needs 'min' or 'max'")
+        if len({"min", "max"} & set(rule)) != 1:
+            raise PolicyError(f"Metric rule {rule} needs exactly one of 'min' or 'max'")
+        extra = sorted(set(rule) - {"metric", "min", "max", "better_than_baseline_by"})
+        if extra:
+            raise PolicyError(f"Unknown setting(s) {extra} in the metric rule for {rule['metric']!r}")
         if rule.get("better_than_baseline_by", 1) <= 0:
             raise PolicyError("'better_than_baseline_by' must be > 0 (MLflow's min_absolute_change)")
     items = set(policy["checks"].get("compliance", {}).get("required", []))
     if items - COMPLIANCE_ITEMS:
         raise PolicyError(f"Unknown compliance item(s) {sorted(items - COMPLIANCE_ITEMS)}; known: {sorted(COMPLIANCE_ITEMS)}")
     protected = policy.get("protected_attributes", {})
-    for section in ("group_fairness",):
-        for limit in ("demographic_parity_difference_max", "equalized_odds_difference_max"):
-            for attr in policy["checks"].get(section, {}).get(limit, {}):
-                if attr not in protected:
-                    raise PolicyError(f"{section}.{limit} names {attr!r}, which is not a protected attribute")
+    named = [("group_fairness", "demographic_parity_difference_max"),
+             ("group_fairness", "equalized_odds_difference_max"),
+             ("individual_fairness", "counterfactual_flip_rate_max")]
+    for section, limit in named:
+        for attr in policy["checks"].get(section, {}).get(limit, {}):
+            if attr not in protected:
+                raise PolicyError(f"{section}.{limit} names {attr!r}, which is not a protected attribute")
+    for column in policy["checks"].get("robustness", {}).get("slice_by", []):
+        if not isinstance(column, str):
+            raise PolicyError(f"robustness.slice_by takes column names, not {column!r}")
     return policy
 
 
@@ -158,7 +187,11 @@ class GateReport:
 
 @dataclass
 class Candidate:
-    """A model to validate: its name, logged-model URI, training run, and (optionally) the pipeline."""
+    """A model to validate: its name, logged-model URI and training run.
+
+    ``pipeline`` is kept for convenience (plots, experiments); the gate itself always checks the
+    model loaded from ``model_uri``, the artifact that would be registered and served.
+    """
 
     name: str
     model_uri: str
@@ -166,12 +199,10 @@ class Candidate:
     pipeline: Any = None
 
     def load(self):
-        """The scikit-learn pipeline, loaded from MLflow when it was not given."""
-        if self.pipeline is None:
-            import mlflow
+        """The scikit-learn pipeline as logged in MLflow: what the gate checks is what gets registered."""
+        import mlflow
 
-            self.pipeline = mlflow.sklearn.load_model(self.model_uri)
-        return self.pipeline
+        return mlflow.sklearn.load_model(self.model_uri)
 
     @classmethod
     def from_tracked(cls, name: str, tracked) -> "Candidate":
@@ -179,11 +210,17 @@ class Candidate:
         return cls(name, tracked.model_uri, tracked.run_id, tracked.pipeline)
 
 
-def _input_names(model_uri: str) -> list[str] | None:
+def _input_schema(model_uri: str, who: str) -> dict[str, str]:
+    """Column name -> type of a logged model's input signature; a model without one is refused."""
     from mlflow.models import get_model_info
 
     signature = get_model_info(model_uri).signature
-    return None if signature is None or signature.inputs is None else signature.inputs.input_names()
+    if signature is None or signature.inputs is None:
+        raise ValidationInputError(
+            f"The {who} {model_uri!r} has no input signature: the gate cannot know which columns it "
+            "takes. Log it with a signature (training.log_sklearn_model does)."
+        )
+    return {spec.name: str(spec.type) for spec in signature.inputs.inputs}
 
 
 def bands(values: pd.Series, edges: list[float]) -> pd.Series:
@@ -228,6 +265,8 @@ def check_metrics(rules: list[dict], candidate_result, baseline_result) -> list[
                                     min_absolute_change=float(change) if change and baseline_result else None)
         value = float(candidate_result.metrics[metric])
         text = f"{'>=' if higher else '<='} {limit}"
+        if change and not baseline_result:
+            text += " (no baseline: the relative part was not applied)"
         if change and baseline_result:
             base = float(baseline_result.metrics[metric])
             text += f" and {'>=' if higher else '<='} baseline {_fmt(base)} {'+' if higher else '-'} {change}"
@@ -270,10 +309,22 @@ def check_group_fairness(spec: dict, y_true, y_pred, groups: dict[str, pd.Series
     from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
     checks = []
+    min_rows = int(spec.get("min_group_rows", 10))
+    measurable = {}
+    for attr, g in groups.items():
+        counts = g.value_counts()
+        big = counts[counts >= min_rows]
+        measurable[attr] = len(big) >= 2
+        if not measurable[attr]:
+            checks.append(Check(f"groups_{attr}", "group_fairness", f"{len(big)} group(s)",
+                                f">= 2 groups of >= {min_rows} rows", False,
+                                f"the evaluation data cannot compare {attr} groups: {counts.to_dict()}"))
     measures = {"demographic_parity_difference_max": ("dpd", demographic_parity_difference),
                 "equalized_odds_difference_max": ("eod", equalized_odds_difference)}
     for key, (short, fn) in measures.items():
         for attr, limit in spec.get(key, {}).items():
+            if not measurable[attr]:
+                continue
             value = float(fn(y_true, y_pred, sensitive_features=groups[attr]))
             passed = value <= limit
             reason = "" if passed else f"decisions differ too much between {attr} groups"
@@ -294,27 +345,38 @@ def _neighbour_space(X: pd.DataFrame, protected: list[str]) -> np.ndarray:
     return prep.fit_transform(features)
 
 
-def check_individual_fairness(spec: dict, pipeline, X: pd.DataFrame, y_pred, protected: list[str]) -> list[Check]:
-    """Counterfactual flips (swap a two-valued protected attribute) and kNN consistency."""
+def counterfactual(X: pd.DataFrame, attr: str, spec: dict | None) -> pd.DataFrame:
+    """``X`` with only ``attr`` changed: the other value of a two-valued attribute, or, for a banded
+    numeric one (``spec`` has ``bands``), the middle of the next band (the last band wraps to the first)."""
+    if spec and "bands" in spec:
+        edges = spec["bands"]
+        lows = [max(a, X[attr].min()) for a in edges[:-1]]
+        highs = [min(b, X[attr].max()) for b in edges[1:]]
+        middles = [round((lo + hi) / 2) for lo, hi in zip(lows, highs)]
+        band = np.clip(np.digitize(X[attr], edges[1:-1]), 0, len(middles) - 1)
+        moved = [middles[(b + 1) % len(middles)] for b in band]
+        return X.assign(**{attr: np.asarray(moved, dtype=X[attr].dtype)})
+    values = sorted(X[attr].astype(str).unique())
+    if len(values) != 2:
+        raise ValidationInputError(f"Counterfactual flips need a two-valued or banded attribute; {attr!r} has {values}")
+    return X.assign(**{attr: X[attr].astype(str).map({values[0]: values[1], values[1]: values[0]})})
+
+
+def check_individual_fairness(spec: dict, pipeline, X: pd.DataFrame, y_pred, protected: dict) -> list[Check]:
+    """Counterfactual flips of each named protected attribute, and kNN consistency."""
     from sklearn.neighbors import NearestNeighbors
 
     checks = []
-    limit = spec.get("counterfactual_flip_rate_max")
-    if limit is not None:
-        for attr in spec.get("counterfactual_attributes", []):
-            values = sorted(X[attr].astype(str).unique())
-            if len(values) != 2:
-                raise PolicyError(f"Counterfactual flips need a two-valued attribute; {attr!r} has {values}")
-            flipped = X.assign(**{attr: X[attr].astype(str).map({values[0]: values[1], values[1]: values[0]})})
-            rate = float(np.mean(pipeline.predict(flipped) != y_pred))
-            passed = rate <= limit
-            reason = "" if passed else f"changing only {attr} changes {rate:.0%} of decisions"
-            checks.append(Check(f"counterfactual_{attr}", "individual_fairness", _fmt(rate), f"<= {limit}",
-                                passed, reason, rate))
+    for attr, limit in spec.get("counterfactual_flip_rate_max", {}).items():
+        rate = float(np.mean(pipeline.predict(counterfactual(X, attr, protected.get(attr))) != y_pred))
+        passed = rate <= limit
+        reason = "" if passed else f"changing only {attr} changes {rate:.0%} of decisions"
+        checks.append(Check(f"counterfactual_{attr}", "individual_fairness", _fmt(rate), f"<= {limit}",
+                            passed, reason, rate))
     minimum = spec.get("consistency_min")
     if minimum is not None:
         k = int(spec.get("neighbours", 5))
-        space = _neighbour_space(X, protected)
+        space = _neighbour_space(X, list(protected))
         _, idx = NearestNeighbors(n_neighbors=k + 1).fit(space).kneighbors(space)
         preds = np.asarray(y_pred, dtype=float)
         consistency = float(1 - np.mean(np.abs(preds - preds[idx[:, 1:]].mean(axis=1))))
@@ -407,6 +469,8 @@ def check_robustness(spec: dict, pipeline, X: pd.DataFrame, y: pd.Series, groups
                     auc = _auc(pipeline, X[rows], y[rows])
                     if auc < worst:
                         worst, where = auc, f"{column}={value}"
+            if not where:
+                return "no slice measured", False, f"no slice has {min_rows} rows and both classes", None
             ok = worst >= limit
             return f"{_fmt(worst)} ({where})", ok, "" if ok else f"weak on the slice {where}", worst
 
@@ -446,7 +510,7 @@ def _source_name(source: str) -> str:
     return Path(str(uri)).name
 
 
-def check_compliance(required: list[str], candidate: Candidate) -> list[Check]:
+def check_compliance(required: list[str], candidate: Candidate, allow_uncommitted_code: bool = False) -> list[Check]:
     """Required metadata, read from MLflow: lineage, code version, signature, input example, intended use."""
     import mlflow
     from mlflow.models import get_model_info
@@ -475,8 +539,16 @@ def check_compliance(required: list[str], candidate: Candidate) -> list[Check]:
     checks = []
     for item in required:
         value = found[item]
-        checks.append(Check(f"has_{item}", "compliance", (str(value)[:40] if value else "missing"), "present",
-                            value is not None, "" if value is not None else f"no {item.replace('_', ' ')} recorded"))
+        present = value is not None and bool(str(value).strip())
+        shown = str(value) if item == "code_version" else str(value)[:40]
+        passed, reason = present, "" if present else f"no {item.replace('_', ' ')} recorded"
+        if present and item == "code_version" and str(value).endswith("-dirty"):
+            reason = "trained from uncommitted code"
+            passed = allow_uncommitted_code
+            if passed:
+                reason += " (allowed by the policy)"
+        checks.append(Check(f"has_{item}", "compliance", shown if present else "missing", "present",
+                            passed, reason))
     return checks
 
 
@@ -498,20 +570,23 @@ def validate(candidate: Candidate, baseline: Candidate | None, policy: dict | st
     if target not in data.columns:
         raise ValidationInputError(f"The evaluation data has no target column {target!r}")
     groups = protected_groups(data, policy)
-    protected = list(policy.get("protected_attributes", {}))
-    candidate_inputs = _input_names(candidate.model_uri)
-    if candidate_inputs is None and "compliance" not in checks_spec:
-        raise ValidationInputError(f"{candidate.name} has no signature: log it with one, or check compliance")
+    protected = policy.get("protected_attributes", {})
+    schema = _input_schema(candidate.model_uri, "candidate")
     if baseline is not None:
-        base_inputs = _input_names(baseline.model_uri)
-        if candidate_inputs is not None and base_inputs is not None and set(base_inputs) != set(candidate_inputs):
+        base_schema = _input_schema(baseline.model_uri, "baseline")
+        if base_schema != schema:
             raise ValidationInputError(
-                f"The baseline's signature {sorted(base_inputs)} differs from the candidate's "
-                f"{sorted(candidate_inputs)}: they cannot be compared on the same data."
+                f"The baseline's signature {base_schema} differs from the candidate's {schema}: "
+                "they cannot be compared on the same data."
             )
-    columns = candidate_inputs or [c for c in data.columns if c != target]
+    columns = list(schema)
+    missing = [c for c in columns if c not in data.columns]
+    if missing:
+        raise ValidationInputError(f"The evaluation data lacks the model's input columns {missing}")
     X, y = data[columns], data[target]
     full_X = data.drop(columns=[target])
+    for attr in checks_spec.get("individual_fairness", {}).get("counterfactual_flip_rate_max", {}):
+        counterfactual(full_X.head(50), attr, protected.get(attr))  # fails now, before anything is logged
     pipeline = candidate.load()
     y_pred = pipeline.predict(X)
     details: dict[str, Any] = {}
@@ -542,7 +617,8 @@ def validate(candidate: Candidate, baseline: Candidate | None, policy: dict | st
         if "explainability" in checks_spec:
             checks += check_explainability(checks_spec["explainability"], pipeline, X, protected, details)
         if "compliance" in checks_spec:
-            checks += check_compliance(checks_spec["compliance"].get("required", []), candidate)
+            spec = checks_spec["compliance"]
+            checks += check_compliance(spec.get("required", []), candidate, spec.get("allow_uncommitted_code", False))
     finally:
         if own_run:
             mlflow.end_run()

@@ -55,3 +55,23 @@ def test_tidy_session_passes(tmp_path):
     result = run_session(tmp_path, TIDY)
     assert result.returncode == 0, result.stdout
     assert "LEFTOVER" not in result.stdout
+
+
+def test_each_notebook_gets_its_own_workspace_under_nbval(tmp_path):
+    """nbval runs every notebook in a fresh MLOPS_LAB_HOME, and its cells carry the notebooks marker."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    shutil.copy(ROOT / "conftest.py", tmp_path / "conftest.py")
+    for name in ("a", "b"):
+        code = f"import os; open({str(tmp_path / name)!r} + '.home', 'w').write(os.environ['MLOPS_LAB_HOME'])"
+        nb = new_notebook(cells=[new_code_cell(code)],
+                          metadata={"kernelspec": {"name": "mlops-lab", "display_name": "x", "language": "python"}})
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", "-m", "notebooks", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0 and "2 passed" in result.stdout, result.stdout
+    homes = {(tmp_path / f"{name}.home").read_text() for name in ("a", "b")}
+    assert len(homes) == 2 and all("mlops-lab-home-" in h for h in homes)

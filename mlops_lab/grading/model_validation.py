@@ -58,7 +58,8 @@ def tightened_policy(ns: dict) -> None:
         "the demographic parity limit for sex must be at most 0.05"
     )
     original = validation.load_policy("credit_risk")
-    assert original["checks"]["latency"]["p95_ms_max"] == 20, "do not change the shipped policy: copy it"
+    assert strict is not ns.get("policy"), "`strict_policy` is `policy` itself: make a copy (copy.deepcopy)"
+    assert ns.get("policy") == original, "`policy` was changed: leave it as shipped and change a copy"
 
 
 @LAB.check(
