@@ -183,10 +183,11 @@ def narrowed_space(study, k: int = 5) -> dict[str, tuple]:
 def comparison_table(summaries: dict[str, dict]) -> pd.DataFrame:
     """Searches side by side (from :func:`run_study` summaries): best score, trials, pruned, time.
 
-    The time is text (``"6.6 s"``): it differs from machine to machine, unlike the scores.
+    The time is fixed-width text (``"   6.6 s"``): it differs from machine to machine, unlike the
+    scores, and a constant width keeps the table's layout stable for regression checks.
     """
     return pd.DataFrame({
         name: {"best score": round(s["best_value"], 4), "trials": s["trials"],
-               "pruned": s["pruned"], "time": f"{s['seconds']:.1f} s"}
+               "pruned": s["pruned"], "time": f"{s['seconds']:6.1f} s"}
         for name, s in summaries.items()
     }).T

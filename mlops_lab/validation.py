@@ -291,7 +291,7 @@ def check_latency(pipeline, X: pd.DataFrame, p95_ms_max: float, rows: int = 100)
         times.append((time.perf_counter() - started) * 1000)
     p95 = float(np.percentile(times, 95))
     passed = p95 <= p95_ms_max
-    return [Check("latency_p95", "latency", f"{p95:.1f} ms", f"<= {p95_ms_max} ms", passed,
+    return [Check("latency_p95", "latency", f"{p95:7.1f} ms", f"<= {p95_ms_max} ms", passed,
                   "" if passed else "single-row predictions are too slow", p95)]
 
 
@@ -540,10 +540,13 @@ def check_compliance(required: list[str], candidate: Candidate, allow_uncommitte
     for item in required:
         value = found[item]
         present = value is not None and bool(str(value).strip())
-        shown = str(value) if item == "code_version" else str(value)[:40]
+        shown = str(value)[:40]
         passed, reason = present, "" if present else f"no {item.replace('_', ' ')} recorded"
+        if present and item == "code_version":
+            commit = str(value).removesuffix("-dirty")
+            shown = f"commit {commit[:12]}" if len(commit) == 40 else commit
         if present and item == "code_version" and str(value).endswith("-dirty"):
-            reason = "trained from uncommitted code"
+            reason = f"trained from uncommitted code ({value})"
             passed = allow_uncommitted_code
             if passed:
                 reason += " (allowed by the policy)"

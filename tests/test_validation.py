@@ -247,7 +247,8 @@ def test_blank_metadata_and_uncommitted_code(world, policy):
     with mlflow.start_run():
         report = validation.validate(candidate, None, spec, world["data"])
     assert report.failing == ["has_intended_use", "has_code_version"]
-    assert report.checks[1].value.endswith("-dirty") and "uncommitted" in report.checks[1].reason
+    assert report.checks[1].value == "commit 0123456789ab" and "uncommitted" in report.checks[1].reason
+    assert report.checks[1].reason.endswith("-dirty)")
     spec["checks"]["compliance"]["allow_uncommitted_code"] = True
     with mlflow.start_run():
         assert validation.validate(candidate, None, spec, world["data"]).failing == ["has_intended_use"]
