@@ -8,7 +8,7 @@ PORT ?= 5000
 PYTEST_ARGS ?=
 ONLY ?=
 
-.PHONY: help setup lab course course-full test test-fast ui clean lock
+.PHONY: help setup lab course course-full test test-fast bench ui clean lock
 
 help:
 	@echo "make setup        create .venv, install the pinned lock, the package and the 'mlops-lab' kernel"
@@ -16,6 +16,7 @@ help:
 	@echo "make test         unit, integration, notebook (nbval) and lab tests"
 	@echo "make course-full  the same with full-size parameters (slower)"
 	@echo "make test-fast    unit tests only (seconds)"
+	@echo "make bench        measured benchmarks, written to benchmarks/results/"
 	@echo "make lab          JupyterLab on the notebooks and labs"
 	@echo "make ui           MLflow UI on the workspace store (PORT=$(PORT))"
 	@echo "make clean        remove build/, the workspace .mlops_lab/ and caches (keeps .venv)"
@@ -47,6 +48,9 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+bench: setup
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_prediction.py
 
 ui: setup
 	$(BIN)/mlops-lab ui --port $(PORT)

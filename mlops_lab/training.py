@@ -133,8 +133,9 @@ def overlap_rows(split: Split) -> int:
 def _preprocessor(numeric: list[str], categorical: list[str], scale: bool, impute: bool = True) -> ColumnTransformer:
     num_steps = ([("impute", SimpleImputer(strategy="median"))] if impute else []) + \
         ([("scale", StandardScaler())] if scale else [])
-    cat_steps = ([("impute", SimpleImputer(strategy="constant", fill_value="missing"))] if impute else []) + \
-        [("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]
+    # A missing category needs no imputer: the encoder treats it as unknown (all zeros). Keeping the
+    # categorical branch to one encoder also keeps the pipeline convertible to ONNX (lesson 07).
+    cat_steps = [("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]
     return ColumnTransformer(
         [("num", Pipeline(num_steps) if num_steps else "passthrough", numeric),
          ("cat", Pipeline(cat_steps), categorical)],
