@@ -8,6 +8,7 @@ one 1,000-row batch; ratios against scikit-learn. Writes results/prediction.json
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -21,10 +22,8 @@ from mlops_lab import config, datasets, packaging, training
 OUT = Path(__file__).parent / "results"
 
 
-def main() -> int:
+def main(out: Path = OUT, single_rows: int = 300, repeats: int = 7) -> int:
     with tempfile.TemporaryDirectory(prefix="mlops-lab-bench-") as home:
-        import os
-
         os.environ["MLOPS_LAB_HOME"] = home
         config.use_workspace("bench")
         split = training.credit_split(datasets.load_german_credit())
@@ -35,11 +34,11 @@ def main() -> int:
         check = packaging.parity(tracked.pipeline, onnx, split.X_test)
         table = packaging.latency_table(
             {"scikit-learn": tracked.pipeline.predict_proba, "pyfunc": pyfunc.predict, "onnxruntime": onnx.predict_proba},
-            split.X_test, baseline="scikit-learn", single_rows=300, batch_rows=1000, repeats=7)
-    OUT.mkdir(exist_ok=True)
+            split.X_test, baseline="scikit-learn", single_rows=single_rows, batch_rows=1000, repeats=repeats)
+    out.mkdir(parents=True, exist_ok=True)
     meta = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "parity": check}
-    (OUT / "prediction.json").write_text(json.dumps({"meta": meta, "results": table.reset_index(names="path").to_dict("records")}, indent=2) + "\n")
+    (out / "prediction.json").write_text(json.dumps({"meta": meta, "results": table.reset_index(names="path").to_dict("records")}, indent=2) + "\n")
     lines = ["# Prediction latency: scikit-learn vs MLflow pyfunc vs onnxruntime", "",
              f"Gradient-boosting credit pipeline, measured {meta['when']} on {meta['cpus']} CPUs "
              f"(Python {meta['python']}). ONNX parity: labels identical = {check['labels_identical']}, "
@@ -49,7 +48,7 @@ def main() -> int:
     for name, row in table.iterrows():
         lines.append(f"| {name} | {row.single_p50_ms:.3f} | {row.single_p95_ms:.3f} | {row.batch_1000_ms:.2f} | "
                      f"{row.single_speedup:.1f}x | {row.batch_speedup:.1f}x |")
-    (OUT / "prediction.md").write_text("\n".join(lines) + "\n")
+    (out / "prediction.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if check["within_tolerance"] else 1
 

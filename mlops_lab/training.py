@@ -255,15 +255,29 @@ def with_biased_labels(split: Split, column: str, group: str, share: float, seed
     return Split(split.X_train, split.X_test, y, split.y_test)
 
 
-def log_sklearn_model(pipeline: Pipeline, X_example: pd.DataFrame, name: str = "model", **kwargs):
-    """Log a fitted pipeline to the active run with a signature and an input example.
+MODEL_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops")
+"""What a logged scikit-learn pipeline needs at serving time, nothing more."""
 
-    Passes the course's :data:`SKOPS_TRUSTED_TYPES`, so tree models serialise with skops.
-    Returns MLflow's ``ModelInfo`` (``model_uri`` loads it back).
+
+def model_requirements() -> list[str]:
+    """``MODEL_PACKAGES`` pinned to the versions installed here (MLflow's own inference also picks
+    up whatever the training process happened to import, test tools included)."""
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in MODEL_PACKAGES]
+
+
+def log_sklearn_model(pipeline: Pipeline, X_example: pd.DataFrame, name: str = "model", **kwargs):
+    """Log a fitted pipeline to the active run with a signature, an input example and pinned requirements.
+
+    Passes the course's :data:`SKOPS_TRUSTED_TYPES`, so tree models serialise with skops, and
+    :func:`model_requirements` unless ``pip_requirements`` is given. Returns MLflow's ``ModelInfo``
+    (``model_uri`` loads it back).
     """
     import mlflow
     from mlflow.models import infer_signature
 
+    kwargs.setdefault("pip_requirements", model_requirements())
     example = model_input(X_example.head(5))
     with warnings.catch_warnings():
         # The hint that integer columns cannot hold missing values: our inputs are required.
