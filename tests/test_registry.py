@@ -1,5 +1,6 @@
 """Registry helpers: promotion only of validated, loadable versions; rollback; history; clear errors."""
 
+import shutil
 
 import mlflow
 import pytest
@@ -58,6 +59,17 @@ def test_unvalidated_or_broken_versions_never_become_champion(versions, home):
         path.write_bytes(b"corrupted")
     with pytest.raises(RegistryError, match="cannot be loaded"):
         registry.promote(NAME, 2, reason="broken")
+    assert str(registry.version_for(NAME, "champion").version) == "1"
+
+
+def test_missing_artifacts_are_refused(versions, home):
+    registry.promote(NAME, 1, reason="first")
+    for folder in {m.parent for m in (home / "artifacts").rglob("MLmodel")}:  # model folders vanish
+        shutil.rmtree(folder, ignore_errors=True)
+    with pytest.raises(RegistryError, match="cannot be loaded"):
+        registry.promote(NAME, 2, reason="artifacts gone")
+    with pytest.raises(RegistryError, match="cannot be loaded"):
+        registry.rollback(NAME, reason="no", to_version=2)
     assert str(registry.version_for(NAME, "champion").version) == "1"
 
 
