@@ -1,7 +1,7 @@
 """Prediction latency of one credit model three ways, side by side in one run.
 
 scikit-learn (the fitted pipeline), MLflow pyfunc (the logged model, as `mlflow models serve` loads
-it) and onnxruntime (the same pipeline converted with skl2onnx). Single-row p50/p95 and the time for
+it) and onnxruntime (the same pipeline converted with skl2onnx), each returning decisions (labels). Single-row p50/p95 and the time for
 one 1,000-row batch; ratios against scikit-learn. Writes results/prediction.json and .md.
 """
 
@@ -23,6 +23,7 @@ OUT = Path(__file__).parent / "results"
 
 
 def main(out: Path = OUT, single_rows: int = 300, repeats: int = 7) -> int:
+    saved = os.environ.get("MLOPS_LAB_HOME")
     with tempfile.TemporaryDirectory(prefix="mlops-lab-bench-") as home:
         os.environ["MLOPS_LAB_HOME"] = home
         config.use_workspace("bench")
@@ -33,8 +34,12 @@ def main(out: Path = OUT, single_rows: int = 300, repeats: int = 7) -> int:
         onnx = packaging.OnnxPredictor(packaging.to_onnx(tracked.pipeline, split.X_train))
         check = packaging.parity(tracked.pipeline, onnx, split.X_test)
         table = packaging.latency_table(
-            {"scikit-learn": tracked.pipeline.predict_proba, "pyfunc": pyfunc.predict, "onnxruntime": onnx.predict_proba},
+            {"scikit-learn": tracked.pipeline.predict, "pyfunc": pyfunc.predict, "onnxruntime": onnx.predict},
             split.X_test, baseline="scikit-learn", single_rows=single_rows, batch_rows=1000, repeats=repeats)
+    if saved is None:
+        os.environ.pop("MLOPS_LAB_HOME", None)
+    else:
+        os.environ["MLOPS_LAB_HOME"] = saved
     out.mkdir(parents=True, exist_ok=True)
     meta = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "parity": check}

@@ -132,17 +132,23 @@ def _typed(text: str):
     return {"True": True, "False": False, "None": None}.get(text, text)
 
 
-def refit_from_run(run_id: str, split) -> object:
+def refit_from_run(run_id: str, split, *, allow_other_code: bool = False) -> object:
     """Retrain the credit pipeline a run recorded: same algorithm, seed, features and settings.
 
-    The training data must be the data the run consumed: its MLflow digest is compared with the
-    run's ``training`` dataset input, and a mismatch raises :class:`PackagingError`.
+    The training data must be the data the run consumed (its MLflow digest is compared with the
+    run's ``training`` dataset input) and the code must be the commit the run recorded as
+    ``code_version`` (unless ``allow_other_code=True``); a mismatch raises :class:`PackagingError`.
     """
     import mlflow
 
     from mlops_lab import datasets, training
+    from mlops_lab.config import code_version
 
     run = mlflow.get_run(run_id)
+    recorded, current = run.data.tags.get("code_version"), code_version()
+    if not allow_other_code and recorded != current:
+        raise PackagingError(f"Run {run_id} was trained with code {recorded!r}, this checkout is {current!r}: "
+                             "check out that commit, or pass allow_other_code=True to accept the difference")
     logged = [i.dataset.digest for i in run.inputs.dataset_inputs
               if any(t.key == "mlflow.data.context" and t.value == "training" for t in i.tags)]
     digest = datasets.as_mlflow_dataset(split.frame("train"), name="check").digest

@@ -3,9 +3,11 @@
 MLflow 3 deprecates stages; a registry is organised with **aliases** (``champion``,
 ``challenger``) and **tags**. These helpers add what a team needs on top:
 
-* :func:`promote` moves an alias only to a version whose ``validation_status`` is ``passed`` and
-  whose model actually loads, records who, when and why, and is idempotent;
-* :func:`rollback` moves the alias back to the version that held it before (one call);
+* :func:`promote` moves an alias only to a version that the validation gate passed (its
+  ``validation_run`` says so, for this very model), that is not archived and whose model actually
+  loads; it records who, when and why before it moves the alias, and is idempotent;
+* :func:`rollback` moves the alias back to the version that held it before (one call; pass
+  ``from_version`` to make retries safe);
 * :func:`history` reads the record back as a table;
 * :func:`version_for` / :func:`load` resolve aliases with errors that list what exists.
 """
@@ -19,7 +21,8 @@ from datetime import datetime, timezone
 import pandas as pd
 
 CHAMPION = "champion"
-HISTORY_LIMIT = 15  # events kept per alias (a registered-model tag holds them as JSON)
+HISTORY_LIMIT = 200  # events kept per alias, as JSON in one registered-model tag (MLflow allows 100,000 characters)
+REASON_LIMIT = 500
 
 
 class RegistryError(RuntimeError):
@@ -59,7 +62,12 @@ def load(name: str, alias: str = CHAMPION):
 
 
 def check_promotable(name: str, version: str | int) -> None:
-    """Raise :class:`RegistryError` unless the version passed validation and its model loads."""
+    """Raise :class:`RegistryError` unless the version may hold a serving alias.
+
+    It must carry ``validation_status=passed`` *and* point (``validation_run``) to a validation run
+    that passed this same model (a hand-set tag is not enough), must not be archived, and its model
+    must load.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -72,6 +80,19 @@ def check_promotable(name: str, version: str | int) -> None:
     if status != "passed":
         raise RegistryError(f"{name} version {version} has validation_status={status!r}; only 'passed' "
                             "versions may be promoted (run the validation gate first)")
+    if mv.tags.get("archived") == "true":
+        raise RegistryError(f"{name} version {version} is archived and cannot be promoted")
+    run_id = mv.tags.get("validation_run")
+    try:
+        run = mlflow.get_run(run_id) if run_id else None
+    except MlflowException:
+        run = None
+    if run is None or run.data.tags.get("validation_status") != "passed":
+        raise RegistryError(f"{name} version {version} has no passing validation run on record "
+                            f"(validation_run={run_id!r}); its 'passed' tag cannot be trusted")
+    if run.data.tags.get("candidate_model") not in (None, mv.source):
+        raise RegistryError(f"{name} version {version}: validation run {run_id} validated "
+                            f"{run.data.tags.get('candidate_model')}, not this version's model {mv.source}")
     try:
         mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     except Exception as exc:  # a broken or missing artifact must never be promoted
@@ -89,14 +110,21 @@ def _record(name: str, alias: str, event: dict) -> None:
     _client().set_registered_model_tag(name, f"history.{alias}", json.dumps(events))
 
 
+def _check_reason(reason: str, what: str) -> None:
+    if not reason or not reason.strip():
+        raise RegistryError(f"A {what} needs a reason (it goes into the audit history)")
+    if len(reason) > REASON_LIMIT:
+        raise RegistryError(f"The reason is {len(reason)} characters long; keep it under {REASON_LIMIT}")
+
+
 def promote(name: str, version: str | int, *, alias: str = CHAMPION, reason: str, actor: str | None = None):
     """Point ``alias`` at ``version`` if it passed validation and loads; record who, when and why.
 
+    The record is written before the alias moves, so a failure leaves the alias where it was.
     Promoting the version that already holds the alias changes nothing (idempotent). Returns the
     ``ModelVersion`` now holding the alias.
     """
-    if not reason or not reason.strip():
-        raise RegistryError("A promotion needs a reason (it goes into the audit history)")
+    _check_reason(reason, "promotion")
     version = str(version)
     model = _model(name)
     current = model.aliases.get(alias)
@@ -106,7 +134,6 @@ def promote(name: str, version: str | int, *, alias: str = CHAMPION, reason: str
     client = _client()
     actor = actor or getpass.getuser()
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, f"{alias}.promoted_at", now)
     client.set_model_version_tag(name, version, f"{alias}.promoted_by", actor)
     client.set_model_version_tag(name, version, f"{alias}.reason", reason)
@@ -114,19 +141,23 @@ def promote(name: str, version: str | int, *, alias: str = CHAMPION, reason: str
         client.set_model_version_tag(name, version, f"{alias}.previous", str(current))
     _record(name, alias, {"at": now, "action": "promote", "from": None if current is None else str(current), "to": version,
                           "by": actor, "reason": reason})
+    client.set_registered_model_alias(name, alias, version)  # last: only a recorded move happens
     return client.get_model_version(name, version)
 
 
 def rollback(name: str, *, alias: str = CHAMPION, reason: str, actor: str | None = None,
-             to_version: str | int | None = None):
-    """Move ``alias`` back to the version that held it before the current one (or ``to_version``).
+             from_version: str | int | None = None, to_version: str | int | None = None):
+    """Move ``alias`` back to the version that held it before the current one (or to ``to_version``).
 
-    The target must still pass :func:`check_promotable`. With ``to_version`` the call is
-    idempotent; without it, each call steps one promotion back. Returns the new holder.
+    Idempotent when told what to undo: with ``from_version`` (the bad version) a retry after the
+    alias already left it changes nothing; with ``to_version`` a retry finds the alias already
+    there. Without either, each call steps one promotion back. The target must pass
+    :func:`check_promotable`. Returns the version holding the alias afterwards.
     """
-    if not reason or not reason.strip():
-        raise RegistryError("A rollback needs a reason (it goes into the audit history)")
+    _check_reason(reason, "rollback")
     current = version_for(name, alias)
+    if from_version is not None and str(current.version) != str(from_version):
+        return current
     target = str(to_version) if to_version is not None else current.tags.get(f"{alias}.previous")
     if target is None:
         raise RegistryError(f"{name}@{alias} (version {current.version}) has no previous version to roll back to")
@@ -136,10 +167,13 @@ def rollback(name: str, *, alias: str = CHAMPION, reason: str, actor: str | None
     client = _client()
     actor = actor or getpass.getuser()
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    client.set_registered_model_alias(name, alias, target)
     client.set_model_version_tag(name, str(current.version), f"{alias}.rolled_back_at", now)
+    client.set_model_version_tag(name, target, f"{alias}.restored_at", now)
+    client.set_model_version_tag(name, target, f"{alias}.restored_by", actor)
+    client.set_model_version_tag(name, target, f"{alias}.restore_reason", reason)
     _record(name, alias, {"at": now, "action": "rollback", "from": str(current.version), "to": target,
                           "by": actor, "reason": reason})
+    client.set_registered_model_alias(name, alias, target)  # last: only a recorded move happens
     return client.get_model_version(name, target)
 
 
@@ -151,14 +185,20 @@ def history(name: str, alias: str = CHAMPION) -> pd.DataFrame:
 
 
 def archive(name: str, version: str | int, *, reason: str) -> None:
-    """Mark a version archived (tag ``archived``) and drop its aliases; the champion cannot be archived."""
+    """Mark a version archived (tag ``archived``) and drop its aliases (recorded in their history).
+
+    The champion cannot be archived; an archived version cannot be promoted.
+    """
     version = str(version)
     model = _model(name)
     holding = [a for a, v in model.aliases.items() if str(v) == version]
     if CHAMPION in holding:
         raise RegistryError(f"{name} version {version} is the champion: promote another version first")
     client = _client()
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for alias in holding:
+        _record(name, alias, {"at": now, "action": "archive", "from": version, "to": None,
+                              "by": getpass.getuser(), "reason": reason})
         client.delete_registered_model_alias(name, alias)
     client.set_model_version_tag(name, version, "archived", "true")
     client.set_model_version_tag(name, version, "archived_reason", reason)

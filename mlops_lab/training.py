@@ -271,13 +271,15 @@ def log_sklearn_model(pipeline: Pipeline, X_example: pd.DataFrame, name: str = "
     """Log a fitted pipeline to the active run with a signature, an input example and pinned requirements.
 
     Passes the course's :data:`SKOPS_TRUSTED_TYPES`, so tree models serialise with skops, and
-    :func:`model_requirements` unless ``pip_requirements`` is given. Returns MLflow's ``ModelInfo``
+    :func:`model_requirements` unless requirements are given (``pip_requirements``, or
+    ``extra_pip_requirements`` to add to what MLflow infers). Returns MLflow's ``ModelInfo``
     (``model_uri`` loads it back).
     """
     import mlflow
     from mlflow.models import infer_signature
 
-    kwargs.setdefault("pip_requirements", model_requirements())
+    if not {"pip_requirements", "extra_pip_requirements", "conda_env"} & set(kwargs):
+        kwargs["pip_requirements"] = model_requirements()
     example = model_input(X_example.head(5))
     with warnings.catch_warnings():
         # The hint that integer columns cannot hold missing values: our inputs are required.

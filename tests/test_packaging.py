@@ -39,7 +39,8 @@ def test_onnx_handles_missing_values_like_sklearn(split, fitted):
     holes.loc[holes.index[:5], "age"] = np.nan
     holes.loc[holes.index[5:10], "housing"] = None
     predictor = packaging.OnnxPredictor(packaging.to_onnx(fitted, split.X_train))
-    assert np.array_equal(predictor.predict(holes.fillna({"housing": "nan"})), fitted.predict(holes.fillna({"housing": "nan"})))
+    assert np.array_equal(predictor.predict(holes), fitted.predict(holes))
+    assert np.abs(predictor.predict_proba(holes) - fitted.predict_proba(holes)).max() < packaging.PARITY_TOLERANCE
 
 
 def test_unconvertible_model_is_a_clear_error(split):
@@ -89,9 +90,13 @@ def test_reproduce_a_run_and_refuse_other_data(home, split):
                                           n_estimators=40, learning_rate=0.05, subsample=0.8)
     again = packaging.refit_from_run(tracked.run_id, split)
     assert np.array_equal(again.predict_proba(split.X_test), tracked.pipeline.predict_proba(split.X_test))
+    mlflow.MlflowClient().set_tag(tracked.run_id, "code_version", "0" * 40)
+    with pytest.raises(packaging.PackagingError, match="trained with code"):
+        packaging.refit_from_run(tracked.run_id, split)
+    assert packaging.refit_from_run(tracked.run_id, split, allow_other_code=True) is not None
     other = training.credit_split(datasets.load_german_credit(), seed=7)
     with pytest.raises(packaging.PackagingError, match="training data differs"):
-        packaging.refit_from_run(tracked.run_id, other)
+        packaging.refit_from_run(tracked.run_id, other, allow_other_code=True)
 
 
 def test_cli_predict_matches_pyfunc(home, split, fitted, tmp_path):

@@ -20,8 +20,15 @@ def versions(home):
               for i, c in enumerate([1.0, 0.5, 0.1])]
     statuses = ["passed", "passed", "failed"]
     for tracked, status in zip(models, statuses):
-        mlflow.register_model(tracked.model_uri, NAME, tags={"validation_status": status})
+        register_validated(tracked.model_uri, status)
     return models
+
+
+def register_validated(model_uri: str, status: str, validated_uri: str | None = None):
+    """Register as the validation gate does: a validation run on record, then the tagged version."""
+    with mlflow.start_run(run_name="validate") as run:
+        mlflow.set_tags({"validation_status": status, "candidate_model": validated_uri or model_uri})
+    return mlflow.register_model(model_uri, NAME, tags={"validation_status": status, "validation_run": run.info.run_id})
 
 
 def test_promote_records_who_when_why_and_is_idempotent(versions):
@@ -34,6 +41,36 @@ def test_promote_records_who_when_why_and_is_idempotent(versions):
     table = registry.history(NAME)
     assert table[["action", "from", "to", "by"]].values.tolist() == [
         ["promote", None, "1", "alice"], ["promote", "1", "2", "bob"]]
+
+
+def test_rollback_retries_are_safe_with_from_version(versions):
+    registry.promote(NAME, 1, reason="first")
+    registry.promote(NAME, 2, reason="second")
+    assert str(registry.rollback(NAME, reason="incident", from_version=2).version) == "1"
+    assert str(registry.rollback(NAME, reason="incident (retry)", from_version=2).version) == "1"
+    assert list(registry.history(NAME)["action"]) == ["promote", "promote", "rollback"]
+    restored = mlflow.MlflowClient().get_model_version(NAME, "1")
+    assert restored.tags["champion.restore_reason"] == "incident"
+
+
+def test_hand_set_or_borrowed_passes_are_not_trusted(versions):
+    mlflow.register_model(versions[0].model_uri, NAME, tags={"validation_status": "passed"})  # v4: no run
+    with pytest.raises(RegistryError, match="no passing validation run"):
+        registry.promote(NAME, 4, reason="tag says passed")
+    register_validated(versions[2].model_uri, "passed", validated_uri=versions[0].model_uri)  # v5: another model's run
+    with pytest.raises(RegistryError, match="validated .* not this version's model"):
+        registry.promote(NAME, 5, reason="borrowed validation")
+
+
+def test_archived_versions_cannot_come_back_and_failed_writes_do_not_move_the_alias(versions):
+    registry.promote(NAME, 1, reason="first")
+    registry.archive(NAME, 2, reason="superseded")
+    with pytest.raises(RegistryError, match="archived"):
+        registry.promote(NAME, 2, reason="revive")
+    with pytest.raises(RegistryError, match="under 500"):
+        registry.promote(NAME, 2, reason="x" * 600)
+    assert str(registry.version_for(NAME, "champion").version) == "1"
+    assert len(registry.history(NAME)) == 1
 
 
 def test_rollback_is_one_call_and_recorded(versions):

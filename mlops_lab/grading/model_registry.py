@@ -50,6 +50,8 @@ def organised(ns: dict) -> None:
     assert model.tags.get("team") == "credit-risk", "the registered model has no tag team=credit-risk"
     missing = [v.version for v in _versions() if not v.tags.get("algorithm")]
     assert not missing, f"versions {missing} have no 'algorithm' tag"
+    boosted = ns.get("boosted")
+    assert boosted is not None and champion.source == boosted.model_uri, "the champion should be the boosted model's version"
 
 
 @LAB.check(
@@ -74,6 +76,12 @@ def fetched_by_alias(ns: dict) -> None:
     "csv_path, json_path)` (it runs `mlflow models predict`); keep the result in `served`.",
 )
 def served_a_batch(ns: dict) -> None:
-    served, scores = ns.get("served"), ns.get("scores")
+    import json
+    from pathlib import Path
+
+    served, scores, json_path = ns.get("served"), ns.get("scores"), ns.get("json_path")
     assert isinstance(served, list), "`served` should be the list cli_predict returned"
+    assert json_path is not None and Path(json_path).is_file(), "keep the output file's path in `json_path`"
+    written = json.loads(Path(json_path).read_text()).get("predictions")
+    assert written == served, "`served` is not what `mlflow models predict` wrote to `json_path`"
     assert scores is not None and served == list(map(int, scores)), "the served predictions differ from `scores`"
