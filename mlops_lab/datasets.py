@@ -253,22 +253,36 @@ def log_dataset(frame: pd.DataFrame, context: str = "training", name: str | None
     return dataset
 
 
+def source_file(source: str) -> str:
+    """The file name of a logged dataset's source (MLflow stores it as JSON with a ``uri``)."""
+    try:
+        uri = json.loads(source).get("uri", source)
+    except (json.JSONDecodeError, AttributeError):
+        uri = source
+    return Path(str(uri)).name
+
+
+def input_context(dataset_input) -> str:
+    """The context (training, evaluation, ...) a run logged a dataset input with."""
+    return next((t.value for t in dataset_input.tags if t.key == "mlflow.data.context"), "")
+
+
+def training_inputs(run) -> list:
+    """The datasets (``mlflow.entities.Dataset``) a run logged in the ``training`` context."""
+    return [i.dataset for i in run.inputs.dataset_inputs if input_context(i) == "training"]
+
+
 def run_inputs(run_id: str) -> pd.DataFrame:
     """The datasets a run consumed (its lineage): name, digest, context and source file name."""
     import mlflow
 
     rows = []
     for item in mlflow.get_run(run_id).inputs.dataset_inputs:
-        tags = {t.key: t.value for t in item.tags}
-        try:
-            uri = json.loads(item.dataset.source).get("uri", item.dataset.source)
-        except (json.JSONDecodeError, AttributeError):
-            uri = item.dataset.source
         rows.append({
             "name": item.dataset.name,
             "digest": item.dataset.digest,
-            "context": tags.get("mlflow.data.context", ""),
-            "source file": Path(str(uri)).name,
+            "context": input_context(item),
+            "source file": source_file(item.dataset.source),
         })
     return pd.DataFrame(rows, columns=["name", "digest", "context", "source file"])
 

@@ -90,13 +90,15 @@ def model_card(candidate: Candidate, report: GateReport, policy: dict, limitatio
     """A Markdown model card built from what MLflow recorded and what the gate measured."""
     import mlflow
 
+    from mlops_lab import datasets
+
     run = mlflow.get_run(candidate.run_id) if candidate.run_id else None
     tags = dict(run.data.tags) if run else {}
     params = dict(run.data.params) if run else {}
     data_lines = []
     if run:
         for item in run.inputs.dataset_inputs:
-            context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), "")
+            context = datasets.input_context(item)
             data_lines.append(f"- {context}: `{item.dataset.name}`, digest `{item.dataset.digest}`")
     by_section: dict[str, list] = {}
     for check in report.checks:

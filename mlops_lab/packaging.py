@@ -149,8 +149,7 @@ def refit_from_run(run_id: str, split, *, allow_other_code: bool = False) -> obj
     if not allow_other_code and recorded != current:
         raise PackagingError(f"Run {run_id} was trained with code {recorded!r}, this checkout is {current!r}: "
                              "check out that commit, or pass allow_other_code=True to accept the difference")
-    logged = [i.dataset.digest for i in run.inputs.dataset_inputs
-              if any(t.key == "mlflow.data.context" and t.value == "training" for t in i.tags)]
+    logged = [d.digest for d in datasets.training_inputs(run)]
     digest = datasets.as_mlflow_dataset(split.frame("train"), name="check").digest
     if not logged:
         raise PackagingError(f"Run {run_id} recorded no training data: it cannot be reproduced")

@@ -499,28 +499,16 @@ def check_explainability(spec: dict, pipeline, X: pd.DataFrame, protected: list[
                   passed, "" if passed else f"protected attribute drives decisions: {flagged}")]
 
 
-def _source_name(source: str) -> str:
-    """The file name of a dataset source (MLflow stores it as JSON with a ``uri``)."""
-    import json
-
-    try:
-        uri = json.loads(source).get("uri", source)
-    except (json.JSONDecodeError, AttributeError):
-        uri = source
-    return Path(str(uri)).name
-
-
 def check_compliance(required: list[str], candidate: Candidate, allow_uncommitted_code: bool = False) -> list[Check]:
     """Required metadata, read from MLflow: lineage, code version, signature, input example, intended use."""
     import mlflow
     from mlflow.models import get_model_info
 
+    from mlops_lab import datasets
+
     info = get_model_info(candidate.model_uri)
     run = mlflow.get_run(candidate.run_id) if candidate.run_id else None
-    training_inputs = []
-    if run is not None:
-        training_inputs = [i.dataset for i in run.inputs.dataset_inputs
-                           if any(t.key == "mlflow.data.context" and t.value == "training" for t in i.tags)]
+    training_inputs = datasets.training_inputs(run) if run is not None else []
     tags = dict(run.data.tags) if run else {}
     model_id = getattr(info, "model_id", None)
     if model_id:
@@ -530,7 +518,7 @@ def check_compliance(required: list[str], candidate: Candidate, allow_uncommitte
             pass
     found = {
         "training_data_digest": ", ".join(d.digest for d in training_inputs if d.digest) or None,
-        "training_data_source": ", ".join(_source_name(d.source) for d in training_inputs if d.source) or None,
+        "training_data_source": ", ".join(datasets.source_file(d.source) for d in training_inputs if d.source) or None,
         "code_version": tags.get("code_version") or tags.get("mlflow.source.git.commit"),
         "signature": "present" if info.signature is not None else None,
         "input_example": "present" if info.saved_input_example_info else None,
