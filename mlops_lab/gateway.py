@@ -1,0 +1,535 @@
+"""A validating scoring server: MLflow's scoring protocol, strict about its input, with a fast path.
+
+MLflow's own scoring server trusts its input more than a production endpoint should. Checked with
+MLflow 3.17.2 and the course's credit model, it answers a deeply nested JSON body with 500, a missing
+content type with 500, and silently predicts for a row with an extra column (dropped), ``true`` as an
+age (read as 1) and ``2.5`` years as an integer (truncated). This module puts an
+:class:`InputContract`, built from the model's signature, in front of the model:
+
+- every request is parsed and checked before the model sees it: body size, content type, JSON
+  syntax and nesting, exactly one known input key, the column names (missing, unexpected,
+  misspelt: with a suggestion), one type per column, no null in a required column, no all-null
+  row, no NaN or infinity, a row limit;
+- every refusal is a 4xx with a JSON body ``{"error_code": ..., "message": ...}`` whose message
+  names the problem (column, row, what was expected), never a 5xx and never a silent prediction.
+
+The same server has three back ends behind the contract:
+
+- ``pyfunc``: the MLflow model, loaded in-process (what ``mlflow models serve`` runs);
+- ``onnx``: the same scikit-learn pipeline converted to ONNX and run by onnxruntime (the fast path;
+  parity with scikit-learn is checked at start-up, on the model's input example);
+- ``proxy``: a validating layer in front of a running MLflow scoring server (``--upstream``).
+
+Run it with ``python -m mlops_lab.gateway --model-uri URI --backend onnx --port 5002``, or from
+Python with :func:`mlops_lab.serving.gateway_server`. It answers ``/ping``, ``/health``,
+``/version``, ``/invocations`` like MLflow's server, and ``/contract`` with what it accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import difflib
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+MAX_BODY_BYTES = 1_000_000
+"""Largest request body accepted (bytes); larger bodies get 413."""
+MAX_ROWS = 5_000
+"""Most rows accepted in one request; more get 413 (send them in chunks)."""
+INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+BACKENDS = ("pyfunc", "onnx", "proxy")
+_KIND_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false"}
+_MLFLOW_KINDS = {"long": "integer", "integer": "integer", "double": "number", "float": "number",
+                 "string": "string", "boolean": "boolean"}
+
+
+class RequestError(ValueError):
+    """A request the contract refuses: ``status`` (400, 413 or 415) and a message naming the problem."""
+
+    def __init__(self, status: int, message: str, code: str = "BAD_REQUEST") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+    def to_json(self) -> dict[str, str]:
+        return {"error_code": self.code, "message": self.message}
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _reject_constant(name: str) -> float:
+    raise RequestError(400, f"the JSON body contains {name}: only finite numbers are valid inputs")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column: its name, its kind (integer, number, string, boolean), whether it is required."""
+
+    name: str
+    kind: str
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """The inputs a model accepts, from its MLflow signature, and the parser that enforces them."""
+
+    columns: tuple[Column, ...]
+    max_rows: int = MAX_ROWS
+    max_body_bytes: int = MAX_BODY_BYTES
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @classmethod
+    def from_signature(cls, signature, **kwargs) -> "InputContract":
+        """The contract of an MLflow ``ModelSignature`` with named, typed columns."""
+        if signature is None or signature.inputs is None:
+            raise ValueError("The model has no signature: log it with one (see lesson 03) so inputs can be checked")
+        columns = []
+        for spec in signature.inputs.inputs:
+            kind = _MLFLOW_KINDS.get(getattr(spec.type, "name", str(spec.type)))
+            if spec.name is None or kind is None:
+                raise ValueError(f"Unsupported input in the signature: {spec} (named scalar columns only)")
+            columns.append(Column(spec.name, kind, bool(getattr(spec, "required", True))))
+        return cls(tuple(columns), **kwargs)
+
+    @classmethod
+    def from_model(cls, model_uri: str, **kwargs) -> "InputContract":
+        from mlflow.models import get_model_info
+
+        return cls.from_signature(get_model_info(model_uri).signature, **kwargs)
+
+    def describe(self) -> dict:
+        """What the server accepts, as JSON (served at ``/contract``)."""
+        return {"columns": [{"name": c.name, "type": c.kind, "required": c.required} for c in self.columns],
+                "formats": [*INPUT_KEYS, "text/csv"], "max_rows": self.max_rows,
+                "max_body_bytes": self.max_body_bytes}
+
+    # -- parsing ---------------------------------------------------------------------------------
+    def parse(self, body: bytes, content_type: str | None) -> tuple[pd.DataFrame, dict | None]:
+        """Check a request and return the model input (typed DataFrame) and its params, or raise
+        :class:`RequestError`."""
+        if len(body) > self.max_body_bytes:
+            raise RequestError(413, f"the body has {len(body):,} bytes; the limit is {self.max_body_bytes:,}. "
+                                    f"Send at most {self.max_rows:,} rows per request.", "PAYLOAD_TOO_LARGE")
+        mime, charset = _content_type(content_type)
+        if not body.strip():
+            raise RequestError(400, "the request body is empty: send rows to score")
+        try:
+            text = body.decode(charset)
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise RequestError(400, f"the body is not valid {charset} text: {exc}") from exc
+        if mime == "text/csv":
+            return self._rows_to_frame(*self._csv(text)), None
+        try:
+            document = json.loads(text, parse_constant=_reject_constant)
+        except RecursionError:
+            raise RequestError(400, "the JSON body is nested too deeply") from None
+        except json.JSONDecodeError as exc:
+            raise RequestError(400, f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        if not isinstance(document, dict):
+            raise RequestError(400, f"the JSON body must be an object with one of the keys {list(INPUT_KEYS)}, "
+                                    f"got {_type_name(document)}")
+        unknown = [k for k in document if k not in (*INPUT_KEYS, "params")]
+        given = [k for k in INPUT_KEYS if k in document]
+        if unknown:
+            raise RequestError(400, f"unknown key(s) {unknown} in the body; use exactly one of {list(INPUT_KEYS)} "
+                                    "(and optionally 'params')" + _suggest(unknown, INPUT_KEYS))
+        if len(given) != 1:
+            raise RequestError(400, f"the body must have exactly one of {list(INPUT_KEYS)}, got {given or 'none'}")
+        params = document.get("params")
+        if params is not None:
+            names = list(params) if isinstance(params, dict) else params
+            raise RequestError(400, f"this model takes no params, got {names!r}: its signature declares none")
+        key = given[0]
+        columns, rows = self._json_rows(key, document[key])
+        return self._rows_to_frame(columns, rows), None
+
+    def _json_rows(self, key: str, data: Any) -> tuple[list[str], list[list]]:
+        if key == "dataframe_split":
+            if not isinstance(data, dict):
+                raise RequestError(400, f"'dataframe_split' must be an object with 'columns' and 'data', got {_type_name(data)}")
+            extra = [k for k in data if k not in ("columns", "data", "index")]
+            if extra:
+                raise RequestError(400, f"unknown key(s) {extra} in 'dataframe_split'; it takes 'columns', 'data' (and 'index')")
+            columns, rows = data.get("columns"), data.get("data")
+            if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+                raise RequestError(400, "'dataframe_split' needs 'columns': a list of column names")
+            if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+                raise RequestError(400, "'dataframe_split' needs 'data': a list of rows, each a list of values")
+            for i, row in enumerate(rows):
+                if len(row) != len(columns):
+                    raise RequestError(400, f"row {i} has {len(row)} values for {len(columns)} columns")
+            return columns, rows
+        if isinstance(data, dict) and key in ("inputs", "instances"):
+            if not all(isinstance(v, list) for v in data.values()):
+                raise RequestError(400, f"'{key}' as an object must map each column to a list of values")
+            lengths = {len(v) for v in data.values()}
+            if len(lengths) > 1:
+                raise RequestError(400, f"the columns in '{key}' have different lengths: {sorted(lengths)}")
+            columns = list(data)
+            return columns, [list(values) for values in zip(*data.values())] if columns else []
+        if not isinstance(data, list):
+            raise RequestError(400, f"'{key}' must be a list of records ({{column: value}}), got {_type_name(data)}")
+        if not data:
+            return self.names, []
+        if not all(isinstance(r, dict) for r in data):
+            bad = next(i for i, r in enumerate(data) if not isinstance(r, dict))
+            raise RequestError(400, f"'{key}' must be a list of records ({{column: value}}); item {bad} is {_type_name(data[bad])}")
+        columns = list(data[0])
+        for i, record in enumerate(data):
+            if list(record) != columns and set(record) != set(columns):
+                raise RequestError(400, f"record {i} has the columns {sorted(record)}, record 0 has {sorted(columns)}")
+        return columns, [[record[c] for c in columns] for record in data]
+
+    def _csv(self, text: str) -> tuple[list[str], list[list]]:
+        reader = csv.reader(io.StringIO(text))
+        try:
+            table = list(reader)
+        except csv.Error as exc:
+            raise RequestError(400, f"the CSV body cannot be read: {exc}") from None
+        table = [row for row in table if row]
+        if not table:
+            raise RequestError(400, "the CSV body has no header row")
+        header, rows = table[0], table[1:]
+        for i, row in enumerate(rows):
+            if len(row) != len(header):
+                raise RequestError(400, f"CSV row {i + 1} has {len(row)} fields for {len(header)} columns")
+        kinds = {c.name: c.kind for c in self.columns}
+        converted = [[_from_csv(value, kinds.get(name)) for name, value in zip(header, row)] for row in rows]
+        return header, converted
+
+    def _rows_to_frame(self, columns: list[str], rows: list[list]) -> pd.DataFrame:
+        duplicated = sorted({c for c in columns if columns.count(c) > 1})
+        if duplicated:
+            raise RequestError(400, f"duplicated column(s) {duplicated}")
+        missing = [c for c in self.names if c not in columns]
+        unexpected = [c for c in columns if c not in self.names]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing column(s) {missing}")
+            if unexpected:
+                parts.append(f"unexpected column(s) {unexpected}" + _suggest(unexpected, missing or self.names))
+            raise RequestError(400, "; ".join(parts) + f". The model expects {self.names}")
+        if not rows:
+            raise RequestError(400, "the request has no rows to score")
+        if len(rows) > self.max_rows:
+            raise RequestError(413, f"the request has {len(rows):,} rows; the limit is {self.max_rows:,}: "
+                                    "send them in chunks", "PAYLOAD_TOO_LARGE")
+        position = {c: i for i, c in enumerate(columns)}
+        problems: list[str] = []
+        empty = {r for r, row in enumerate(rows) if all(v is None for v in row)}
+        problems += [f"row {r} has no values (every column is null)" for r in sorted(empty)[:5]]
+        out = {}
+        for column in self.columns:
+            i = position[column.name]
+            values = []
+            for r, row in enumerate(rows):
+                value, problem = (None, None) if r in empty else _check(row[i], column)
+                if problem and len(problems) < 5:
+                    problems.append(f"row {r}, column '{column.name}': {problem}")
+                values.append(value)
+            out[column.name] = values
+        if problems:
+            more = "" if len(problems) < 5 else " (first 5 problems shown)"
+            raise RequestError(400, "; ".join(problems[:5]) + more)
+        frame = pd.DataFrame(out, columns=self.names)
+        for column in self.columns:
+            if column.kind == "integer" and column.required:
+                frame[column.name] = frame[column.name].astype("int64")
+            elif column.kind == "number":
+                frame[column.name] = frame[column.name].astype("float64")
+            elif column.kind == "string":
+                frame[column.name] = frame[column.name].astype(object)
+        return frame
+
+
+def _content_type(header: str | None) -> tuple[str, str]:
+    if not header:
+        raise RequestError(415, "the request has no Content-Type: send application/json or text/csv",
+                           "UNSUPPORTED_MEDIA_TYPE")
+    mime, *parameters = [part.strip() for part in header.split(";")]
+    charset = "utf-8"
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if mime.lower() not in ("application/json", "text/csv"):
+        raise RequestError(415, f"unsupported Content-Type {mime!r}: send application/json or text/csv",
+                           "UNSUPPORTED_MEDIA_TYPE")
+    if charset not in ("utf-8", "utf8"):
+        raise RequestError(415, f"unsupported charset {charset!r}: send UTF-8", "UNSUPPORTED_MEDIA_TYPE")
+    return mime.lower(), "utf-8"
+
+
+def _suggest(names: list[str], choices) -> str:
+    hints = [f"'{m[0]}' for '{n}'" for n in names if (m := difflib.get_close_matches(n, list(choices), n=1, cutoff=0.6))]
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
+def _check(value: Any, column: Column) -> tuple[Any, str | None]:
+    """The value in the column's type, or a problem naming what was expected and what came."""
+    if value is None:
+        return None, ("missing value (null): every input of this model is required" if column.required else None)
+    kind = column.kind
+    if kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, f"expected an integer, got {_type_name(value)} {value!r:.40}"
+        if isinstance(value, float):
+            if not math.isfinite(value) or not value.is_integer():
+                return None, f"expected an integer, got {value!r}"
+            return int(value), None
+        return value, None
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, f"expected a number, got {_type_name(value)} {value!r:.40}"
+        if not math.isfinite(value):
+            return None, f"expected a finite number, got {value!r}"
+        return float(value), None
+    if kind == "boolean":
+        return (value, None) if isinstance(value, bool) else (None, f"expected true or false, got {_type_name(value)}")
+    if not isinstance(value, str):
+        return None, f"expected a string, got {_type_name(value)} {value!r:.40}"
+    return value, None
+
+
+def _from_csv(text: str, kind: str | None) -> Any:
+    """A CSV field in the column's type (an empty field is null; bad values pass through to be refused)."""
+    if text == "":
+        return None
+    if kind in ("integer", "number"):
+        try:
+            value = float(text) if kind == "number" or not text.lstrip("+-").isdigit() else int(text)
+        except ValueError:
+            return text
+        return value
+    if kind == "boolean":
+        return {"true": True, "false": False}.get(text.lower(), text)
+    return text
+
+
+# -- back ends ------------------------------------------------------------------------------------
+
+class Backend:
+    """Scores a validated DataFrame; ``name`` says which back end it is."""
+
+    name = "base"
+
+    async def predict(self, frame: pd.DataFrame) -> tuple[int, dict]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+class PyfuncBackend(Backend):
+    name = "pyfunc"
+
+    def __init__(self, model_uri: str) -> None:
+        import mlflow
+
+        self.model = mlflow.pyfunc.load_model(model_uri)
+
+    async def predict(self, frame: pd.DataFrame) -> tuple[int, dict]:
+        from starlette.concurrency import run_in_threadpool
+
+        out = await run_in_threadpool(self.model.predict, frame)
+        return 200, {"predictions": _jsonable(out)}
+
+
+class OnnxBackend(Backend):
+    """The fast path: the pipeline converted to ONNX, checked against scikit-learn on the input example."""
+
+    name = "onnx"
+
+    def __init__(self, model_uri: str, contract: InputContract) -> None:
+        import mlflow
+
+        from mlops_lab import packaging
+
+        pipeline = mlflow.sklearn.load_model(model_uri)
+        example = _input_example(model_uri, contract)
+        self.predictor = packaging.OnnxPredictor(packaging.to_onnx(pipeline, example))
+        check = packaging.parity(pipeline, self.predictor, example)
+        if not check["within_tolerance"]:
+            raise RuntimeError(f"ONNX and scikit-learn disagree on the input example: {check}")
+
+    async def predict(self, frame: pd.DataFrame) -> tuple[int, dict]:
+        return 200, {"predictions": _jsonable(self.predictor.predict(frame))}
+
+
+class ProxyBackend(Backend):
+    """A validating layer in front of an MLflow scoring server: only checked rows reach it."""
+
+    name = "proxy"
+
+    def __init__(self, upstream: str) -> None:
+        import httpx
+
+        self.upstream = upstream.rstrip("/")
+        self.client = httpx.AsyncClient(base_url=self.upstream, timeout=60.0)
+
+    async def predict(self, frame: pd.DataFrame) -> tuple[int, dict]:
+        import httpx
+
+        from mlops_lab.serving import payload
+
+        body, content_type = payload(frame, "dataframe_split")
+        try:
+            answer = await self.client.post("/invocations", content=body, headers={"Content-Type": content_type})
+        except httpx.HTTPError as exc:
+            return 503, {"error_code": "UPSTREAM_UNAVAILABLE",
+                         "message": f"the model server at {self.upstream} did not answer: {type(exc).__name__}"}
+        try:
+            document = answer.json()
+        except ValueError:
+            document = {"message": answer.text[:500]}
+        if answer.status_code >= 500:
+            return 502, {"error_code": "UPSTREAM_ERROR",
+                         "message": f"the model server failed ({answer.status_code}): {str(document)[:300]}"}
+        return answer.status_code, document
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _jsonable(values) -> list:
+    import numpy as np
+
+    return np.asarray(values).tolist()
+
+
+def _input_example(model_uri: str, contract: InputContract) -> pd.DataFrame:
+    """The model's logged input example, parsed through the contract (so dtypes match requests)."""
+    from mlflow.models import Model
+
+    from mlops_lab import serving
+
+    from mlflow.artifacts import download_artifacts
+
+    local = download_artifacts(model_uri)
+    example = Model.load(local).load_input_example(local)
+    if example is None:
+        raise ValueError(f"{model_uri} has no input example; the ONNX back end needs one to check parity")
+    body, content_type = serving.payload(pd.DataFrame(example), "dataframe_split")
+    return contract.parse(body, content_type)[0]
+
+
+# -- the app --------------------------------------------------------------------------------------
+
+def build_app(contract: InputContract, backend: Backend):
+    """A Starlette app speaking MLflow's scoring protocol, with ``contract`` in front of ``backend``."""
+    from importlib.metadata import version
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    mlflow_version = version("mlflow")
+
+    async def ping(request: Request) -> Response:
+        return Response("\n", media_type="application/json")
+
+    async def version_route(request: Request) -> Response:
+        return Response(mlflow_version, media_type="application/json")
+
+    async def describe(request: Request) -> Response:
+        return JSONResponse({**contract.describe(), "backend": backend.name})
+
+    async def invocations(request: Request) -> Response:
+        try:
+            declared = int(request.headers.get("content-length") or 0)
+            if declared > contract.max_body_bytes:
+                raise RequestError(413, f"the body has {declared:,} bytes; the limit is {contract.max_body_bytes:,}",
+                                   "PAYLOAD_TOO_LARGE")
+            body = await _read_body(request, contract.max_body_bytes)
+            frame, _ = contract.parse(body, request.headers.get("content-type"))
+        except RequestError as error:
+            return JSONResponse(error.to_json(), status_code=error.status)
+        try:
+            status, document = await backend.predict(frame)
+        except Exception as exc:  # a validated request should never get here; say what failed
+            return JSONResponse({"error_code": "INTERNAL_ERROR",
+                                 "message": f"the model failed on a valid request: {type(exc).__name__}: {exc}"},
+                                status_code=500)
+        return JSONResponse(document, status_code=status)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        await backend.close()
+
+    return Starlette(routes=[Route("/ping", ping), Route("/health", ping), Route("/version", version_route),
+                             Route("/contract", describe), Route("/invocations", invocations, methods=["POST"])],
+                     lifespan=lifespan)
+
+
+async def _read_body(request, limit: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the body is larger than the limit of {limit:,} bytes", "PAYLOAD_TOO_LARGE")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def make_backend(backend: str, model_uri: str, contract: InputContract, upstream: str | None = None) -> Backend:
+    if backend == "pyfunc":
+        return PyfuncBackend(model_uri)
+    if backend == "onnx":
+        return OnnxBackend(model_uri, contract)
+    if backend == "proxy":
+        if not upstream:
+            raise ValueError("the proxy back end needs --upstream, the URL of a running MLflow scoring server")
+        return ProxyBackend(upstream)
+    raise ValueError(f"unknown back end {backend!r}; choose one of {BACKENDS}")
+
+
+def app_from_env():
+    """The app described by ``MLOPS_LAB_GATEWAY_*`` variables (uvicorn's factory for several workers)."""
+    model_uri = os.environ["MLOPS_LAB_GATEWAY_MODEL_URI"]
+    contract = InputContract.from_model(model_uri)
+    backend = make_backend(os.environ.get("MLOPS_LAB_GATEWAY_BACKEND", "onnx"), model_uri, contract,
+                           os.environ.get("MLOPS_LAB_GATEWAY_UPSTREAM") or None)
+    return build_app(contract, backend)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlops_lab.gateway", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-uri", required=True, help="runs:/..., models:/name@alias, or models:/m-...")
+    parser.add_argument("--backend", choices=BACKENDS, default="onnx")
+    parser.add_argument("--upstream", help="URL of the MLflow scoring server (proxy back end)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5002)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    import uvicorn
+
+    os.environ.update({"MLOPS_LAB_GATEWAY_MODEL_URI": args.model_uri, "MLOPS_LAB_GATEWAY_BACKEND": args.backend,
+                       "MLOPS_LAB_GATEWAY_UPSTREAM": args.upstream or ""})
+    uvicorn.run("mlops_lab.gateway:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, access_log=False, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
