@@ -111,9 +111,7 @@ class InputContract:
 
     @classmethod
     def from_model(cls, model_uri: str, **kwargs) -> "InputContract":
-        from mlflow.models import get_model_info
-
-        return cls.from_signature(get_model_info(model_uri).signature, **kwargs)
+        return cls.from_signature(_local_model(model_uri)[1].signature, **kwargs)
 
     def describe(self) -> dict:
         """What the server accepts, as JSON (served at ``/contract``)."""
@@ -280,7 +278,9 @@ def _content_type(header: str | None) -> tuple[str, str]:
 
 
 def _suggest(names: list[str], choices) -> str:
-    hints = [f"'{m[0]}' for '{n}'" for n in names if (m := difflib.get_close_matches(n, list(choices), n=1, cutoff=0.6))]
+    lower = {c.lower(): c for c in choices}
+    hints = [f"'{lower[m[0]]}' for '{n}'" for n in names
+             if (m := difflib.get_close_matches(n.lower(), list(lower), n=1, cutoff=0.6))]
     return f" (did you mean {', '.join(hints)}?)" if hints else ""
 
 
@@ -416,16 +416,21 @@ def _jsonable(values) -> list:
     return np.asarray(values).tolist()
 
 
-def _input_example(model_uri: str, contract: InputContract) -> pd.DataFrame:
-    """The model's logged input example, parsed through the contract (so dtypes match requests)."""
+def _local_model(model_uri: str):
+    """The model's local folder and its ``MLmodel`` (downloaded once; a local path is used as is)."""
+    from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
 
+    local = download_artifacts(model_uri)
+    return local, Model.load(local)
+
+
+def _input_example(model_uri: str, contract: InputContract) -> pd.DataFrame:
+    """The model's logged input example, parsed through the contract (so dtypes match requests)."""
     from mlops_lab import serving
 
-    from mlflow.artifacts import download_artifacts
-
-    local = download_artifacts(model_uri)
-    example = Model.load(local).load_input_example(local)
+    local, model = _local_model(model_uri)
+    example = model.load_input_example(local)
     if example is None:
         raise ValueError(f"{model_uri} has no input example; the ONNX back end needs one to check parity")
     body, content_type = serving.payload(pd.DataFrame(example), "dataframe_split")
@@ -533,3 +538,109 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# -- the malformed-request corpus -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BadRequest:
+    """A malformed request, the status a strict server answers and words its message must contain."""
+
+    name: str
+    body: bytes
+    content_type: str | None
+    status: int
+    says: str
+
+
+def malformed_requests(example: pd.DataFrame) -> list[BadRequest]:
+    """The corpus of malformed requests for a model whose input looks like ``example`` (one valid row or more).
+
+    ``example`` needs at least one integer column and one string column (the credit model's input).
+    Each entry is refused by :class:`InputContract` with ``status`` and a message containing ``says``.
+    """
+    from mlops_lab.serving import _json_values
+
+    columns = [str(c) for c in example.columns]
+    row = _json_values(example.head(1))[0]
+    integer = next(c for c in columns if example[c].dtype.kind in "iu")
+    text = next(c for c in columns if example[c].dtype == object)
+    i, t = columns.index(integer), columns.index(text)
+
+    def split(cols=None, data=None, **extra) -> bytes:
+        body = {"dataframe_split": {"columns": columns if cols is None else cols, "data": [row] if data is None else data}}
+        body.update(extra)
+        return json.dumps(body).encode()
+
+    def with_value(position: int, value) -> list:
+        out = list(row)
+        out[position] = value
+        return out
+
+    def raw_with(position: int, literal: str) -> bytes:
+        values = [json.dumps(v) for v in row]
+        values[position] = literal
+        return ('{"dataframe_split": {"columns": %s, "data": [[%s]]}}' % (json.dumps(columns), ", ".join(values))).encode()
+
+    record = dict(zip(columns, row))
+    csv_header = ",".join(columns)
+    csv_row = ",".join(str(v) for v in row)
+    many = [row] * (MAX_ROWS + 1)
+    J = "application/json"
+    cases = [
+        BadRequest("truncated JSON", b'{"dataframe_split": {"columns": [', J, 400, "not valid JSON"),
+        BadRequest("trailing garbage", split() + b" }}", J, 400, "not valid JSON"),
+        BadRequest("single quotes", b"{'dataframe_split': {}}", J, 400, "not valid JSON"),
+        BadRequest("not UTF-8", b'{"inputs": "\xff\xfe"}', J, 400, "utf-8"),
+        BadRequest("empty body", b"", J, 400, "empty"),
+        BadRequest("whitespace body", b"  \n ", J, 400, "empty"),
+        BadRequest("wrong content type", split(), "text/plain", 415, "Content-Type"),
+        BadRequest("no content type", split(), None, 415, "Content-Type"),
+        BadRequest("latin-1 charset", split(), "application/json; charset=latin-1", 415, "charset"),
+        BadRequest("a JSON list", json.dumps([row]).encode(), J, 400, "must be an object"),
+        BadRequest("a JSON string", b'"hello"', J, 400, "must be an object"),
+        BadRequest("empty object", b"{}", J, 400, "exactly one"),
+        BadRequest("unknown input key", json.dumps({"rows": [record]}).encode(), J, 400, "unknown key"),
+        BadRequest("misspelt input key", json.dumps({"dataframe_splt": {}}).encode(), J, 400, "did you mean"),
+        BadRequest("two input keys", json.dumps({"inputs": [record], "instances": [record]}).encode(), J, 400, "exactly one"),
+        BadRequest("dataframe_split is a list", json.dumps({"dataframe_split": [row]}).encode(), J, 400, "must be an object"),
+        BadRequest("dataframe_split without columns", json.dumps({"dataframe_split": {"data": [row]}}).encode(), J, 400, "'columns'"),
+        BadRequest("row of the wrong length", split(data=[row[:-1]]), J, 400, "values for"),
+        BadRequest("missing column", split(columns[1:], [row[1:]]), J, 400, "missing column"),
+        BadRequest("extra column", split(columns + ["zip_code"], [row + [10115]]), J, 400, "unexpected column"),
+        BadRequest("misnamed column", split([c.upper() if c == integer else c for c in columns]), J, 400, "did you mean"),
+        BadRequest("duplicated column", split(columns + [integer], [row + [row[i]]]), J, 400, "duplicated"),
+        BadRequest("text in an integer column", split(data=[with_value(i, "forty")]), J, 400, "expected an integer"),
+        BadRequest("boolean in an integer column", split(data=[with_value(i, True)]), J, 400, "expected an integer"),
+        BadRequest("fraction in an integer column", split(data=[with_value(i, 2.5)]), J, 400, "expected an integer"),
+        BadRequest("number in a text column", split(data=[with_value(t, 7)]), J, 400, "expected a string"),
+        BadRequest("list as a value", split(data=[with_value(i, [1, 2])]), J, 400, "got a list"),
+        BadRequest("object as a value", split(data=[with_value(t, {"a": 1})]), J, 400, "got an object"),
+        BadRequest("NaN", raw_with(i, "NaN"), J, 400, "NaN"),
+        BadRequest("Infinity", raw_with(i, "Infinity"), J, 400, "Infinity"),
+        BadRequest("-Infinity", raw_with(i, "-Infinity"), J, 400, "Infinity"),
+        BadRequest("number overflowing to inf", raw_with(i, "1e400"), J, 400, "expected an integer"),
+        BadRequest("null in a required column", split(data=[with_value(i, None)]), J, 400, "missing value"),
+        BadRequest("all-null row", split(data=[row, [None] * len(columns)]), J, 400, "no values"),
+        BadRequest("no rows", split(data=[]), J, 400, "no rows"),
+        BadRequest("too many rows", split(data=many), J, 413, "limit"),
+        BadRequest("huge payload", split(data=[row], padding="x" * (MAX_BODY_BYTES + 1)), J, 413, "limit"),
+        BadRequest("deep nesting", b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", J, 400, "nested too deeply"),
+        BadRequest("nested rows", split(data=[[row]]), J, 400, "values for"),
+        BadRequest("undeclared params", split(params={"threshold": 0.3}), J, 400, "params"),
+        BadRequest("records with different columns", json.dumps({"dataframe_records": [record, {integer: 1}]}).encode(),
+                   J, 400, "record 1"),
+        BadRequest("instances as lists", json.dumps({"instances": [row]}).encode(), J, 400, "list of records"),
+        BadRequest("inputs of different lengths", json.dumps({"inputs": {c: [v, v] if c == integer else [v]
+                                                                         for c, v in record.items()}}).encode(),
+                   J, 400, "different lengths"),
+        BadRequest("CSV with a wrong header", (csv_header.replace(integer, integer + "_x") + "\n" + csv_row).encode(),
+                   "text/csv", 400, "missing column"),
+        BadRequest("CSV with text in a number", (csv_header + "\n" + ",".join("x" if k == i else str(v) for k, v in enumerate(row))).encode(),
+                   "text/csv", 400, "expected an integer"),
+        BadRequest("CSV with an empty field", (csv_header + "\n" + ",".join("" if k == i else str(v) for k, v in enumerate(row))).encode(),
+                   "text/csv", 400, "missing value"),
+        BadRequest("CSV ragged row", (csv_header + "\n" + csv_row + ",1").encode(), "text/csv", 400, "fields"),
+        BadRequest("CSV header only", (csv_header + "\n").encode(), "text/csv", 400, "no rows"),
+    ]
+    return cases
