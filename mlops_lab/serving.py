@@ -241,6 +241,32 @@ class ScoringClient:
         return np.asarray(answer.body["predictions"])
 
 
+def verdict(status: int) -> str:
+    """How a server treated a malformed request: refused (4xx), crashed (5xx), answered (2xx), dropped (0)."""
+    if status == 0:
+        return "connection dropped"
+    if 200 <= status < 300:
+        return "silent prediction"
+    if 400 <= status < 500:
+        return "refused (4xx)"
+    return "server error (5xx)" if status >= 500 else f"HTTP {status}"
+
+
+def try_requests(corpus: Iterable, urls: dict[str, str]) -> pd.DataFrame:
+    """Send each request of a malformed-request corpus to each server: one row per request, one
+    status column per server (0 when the connection dropped), and what a strict server answers."""
+    rows = []
+    for case in corpus:
+        row = {"request": case.name, "expected": case.status}
+        for name, url in urls.items():
+            try:  # a new connection per request: one request's fate does not depend on the one before
+                row[name] = ScoringClient(url).post(case.body, case.content_type).status
+            except ServingError:
+                row[name] = 0
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # -- batch scoring ------------------------------------------------------------------------------
 
 def chunks(X: pd.DataFrame, size: int) -> Iterable[pd.DataFrame]:
