@@ -22,7 +22,8 @@ def model(tmp_path_factory):
     try:
         split = training.credit_split(datasets.load_german_credit())
         pipeline = training.credit_pipeline("logistic_regression").fit(split.X_train, split.y_train)
-        with mlflow.start_run():
+        experiment = mlflow.create_experiment("served-model", artifact_location=(root / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
             info = training.log_sklearn_model(pipeline, split.X_train)
         path = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(root / "model"))
     finally:
