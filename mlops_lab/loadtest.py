@@ -883,11 +883,17 @@ def plot_timeline(stress_result: StressResult):
     top.axhline(stress_result.slo_p99_ms, color="#264653", ls="--", lw=1, label="SLO")
     top.set_yscale("log")
     top.set_ylabel("p99 (ms)")
-    bottom.bar(table["t"], table["ok"] / window, width=window, align="edge", color="#2a9d8f", label="ok/s")
-    bottom.bar(table["t"], table["errors"] / window, width=window, align="edge", bottom=table["ok"] / window,
+    # Answers are counted when they arrive (what the server delivered), requests when they were due.
+    result = stress_result.result
+    edges = np.arange(0.0, max(end, float(np.nanmax(result.done, initial=0.0))) + window, window)
+    ok_counts, _ = np.histogram(result.done[result.ok], bins=edges)
+    error_counts, _ = np.histogram(result.done[~result.ok], bins=edges)
+    bottom.step(table["t"], table["offered"] / window, where="post", color="#264653", lw=1, label="requests due/s")
+    bottom.bar(edges[:-1], ok_counts / window, width=window, align="edge", color="#2a9d8f", label="ok answers/s")
+    bottom.bar(edges[:-1], error_counts / window, width=window, align="edge", bottom=ok_counts / window,
                color="#e63946", label="errors/s")
-    bottom.set_ylabel("answers per second")
-    bottom.set_xlabel("seconds from start (by intended send time)")
+    bottom.set_ylabel("per second")
+    bottom.set_xlabel("seconds from start (p99: by intended send time; answers: by arrival)")
     for ax in (top, bottom):
         ax.axvspan(stress_result.overload_seconds, end, color="#a8dadc", alpha=0.3, lw=0)
         ax.legend(fontsize=8, loc="upper right")

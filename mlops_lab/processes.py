@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -198,6 +199,10 @@ class ManagedProcess:
         if self.process is None or self.pgid is None:
             return
         pgid = self.pgid
+        try:
+            os.killpg(pgid, signal.SIGCONT)  # a stalled (stopped) group cannot act on SIGTERM
+        except ProcessLookupError:
+            pass
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
             try:
                 os.killpg(pgid, sig)
@@ -233,6 +238,34 @@ class ManagedProcess:
                 return True
             time.sleep(0.1)
         return False
+
+    def stall(self, seconds: float, after: float = 0.0) -> threading.Thread:
+        """Freeze the whole group for ``seconds`` (SIGSTOP, then SIGCONT), starting ``after`` seconds
+        from now, in a background thread; returns the thread (``join()`` it to wait).
+
+        A real stall, like a long garbage-collection pause or a noisy neighbour: the process keeps
+        its sockets, and requests queue in the kernel until it runs again.
+        """
+        if self.pgid is None or not self.running:
+            raise ProcessError(f"{self.name} is not running")
+        if seconds <= 0 or after < 0:
+            raise ValueError(f"stall needs seconds > 0 and after >= 0, got {seconds}, {after}")
+        pgid = self.pgid
+
+        def freeze() -> None:
+            time.sleep(after)
+            try:
+                os.killpg(pgid, signal.SIGSTOP)
+                time.sleep(seconds)
+            finally:
+                try:
+                    os.killpg(pgid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+
+        thread = threading.Thread(target=freeze, name=f"stall-{self.name}", daemon=True)
+        thread.start()
+        return thread
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` lines of the process's log (stdout and stderr together)."""

@@ -3,6 +3,7 @@
 import socket
 import sys
 import textwrap
+import time
 import urllib.request
 
 import mlflow
@@ -145,3 +146,29 @@ def test_real_mlflow_server_leaves_no_process_and_no_port(home):
     assert not port_in_use(port)
     assert processes.leftovers() == {"pids": [], "ports": []}
     assert (home / "mlflow.db").is_file()
+
+
+def test_stall_freezes_the_group_then_resumes_it(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with server(tmp_path, port) as proc:
+        thread = proc.stall(1.5)
+        time.sleep(0.2)
+        statuses = {p.status() for p in group_members(proc.pgid)}
+        assert statuses == {psutil.STATUS_STOPPED}, statuses
+        with pytest.raises(OSError):  # no answer while frozen
+            urllib.request.urlopen(url, timeout=0.5)
+        thread.join()
+        assert urllib.request.urlopen(url, timeout=5).status == 200
+
+
+def test_a_stalled_group_still_stops(tmp_path):
+    port = free_port()
+    proc = server(tmp_path, port).start()
+    pgid = proc.pgid
+    proc.stall(30)
+    time.sleep(0.2)
+    proc.stop(grace=2.0)
+    assert group_members(pgid) == [] and not port_in_use(port)
+    with pytest.raises(ProcessError, match="not running"):
+        proc.stall(1)
