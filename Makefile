@@ -51,6 +51,7 @@ test-fast: setup
 
 bench: setup
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_prediction.py
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_serving.py
 
 ui: setup
 	$(BIN)/mlops-lab ui --port $(PORT)

@@ -13,6 +13,7 @@ is alive and the port is free again.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -339,6 +340,26 @@ def mlflow_server(
         env=env,
         log_path=home / "logs" / f"mlflow-server-{port}.log",
     )
+
+
+@atexit.register
+def _stop_started_groups() -> None:
+    """When Python exits (a notebook kernel shut down or restarted with a server still running),
+    stop the groups it started: a server must not outlive the kernel that started it."""
+    for pgid in list(_started_groups):
+        for sig in (signal.SIGCONT, signal.SIGTERM):
+            try:
+                os.killpg(pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(group_members(pgid) for pgid in _started_groups):
+        time.sleep(0.1)
+    for pgid in list(_started_groups):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def leftovers() -> dict[str, list[int]]:

@@ -22,3 +22,19 @@ def test_prediction_benchmark_writes_json_and_markdown(tmp_path, home):
     assert [r["path"] for r in data["results"]] == ["scikit-learn", "pyfunc", "onnxruntime"]
     assert data["meta"]["parity"]["labels_identical"]
     assert "| onnxruntime |" in (tmp_path / "prediction.md").read_text()
+
+
+@pytest.mark.integration
+def test_serving_benchmark_writes_json_and_markdown(tmp_path, home):
+    import os
+
+    spec = importlib.util.spec_from_file_location("bench_serving", ROOT / "benchmarks" / "bench_serving.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(out=tmp_path, step_seconds=0.5, steady_seconds=0.5, start_rate=40, max_rate=80) == 0
+    assert os.environ["MLOPS_LAB_HOME"] == str(home), "the benchmark restores the workspace it found"
+    data = json.loads((tmp_path / "serving.json").read_text())
+    assert list(data["results"]) == ["mlflow, 1 worker", "mlflow, 2 workers", "onnx gateway, 1 worker"]
+    assert data["results"]["mlflow, 1 worker"]["throughput_ratio"] == 1.0
+    assert all(row["max_throughput_rps"] > 0 for row in data["results"].values())
+    assert "| onnx gateway, 1 worker |" in (tmp_path / "serving.md").read_text()

@@ -172,3 +172,23 @@ def test_a_stalled_group_still_stops(tmp_path):
     assert group_members(pgid) == [] and not port_in_use(port)
     with pytest.raises(ProcessError, match="not running"):
         proc.stall(1)
+
+
+def test_a_server_left_running_stops_when_python_exits(tmp_path):
+    """A notebook kernel that shuts down with a server still running takes the server with it."""
+    import subprocess
+
+    port = free_port()
+    script = tmp_path / "leave_running.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from mlops_lab.processes import ManagedProcess
+        proc = ManagedProcess([sys.executable, {str(tmp_path / 'server.py')!r}, "{port}", "0"], name="toy",
+                              port={port}, health_url="http://127.0.0.1:{port}/").start()
+        print(proc.pgid)
+    """))
+    (tmp_path / "server.py").write_text(SERVER)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True)
+    pgid = int(out.stdout.strip().splitlines()[-1])
+    assert group_members(pgid) == [] and not port_in_use(port)
