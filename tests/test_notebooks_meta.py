@@ -64,4 +64,6 @@ def test_ignored_outputs_are_rare(path):
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     ignored = [c for c in code if "nbval-ignore-output" in c.metadata.get("tags", [])]
-    assert len(ignored) <= max(1, len(code) // 4)
+    # A lesson about measuring speed prints measurements in most cells; it says so in its metadata.
+    timing = nb.metadata.get("mlops_lab", {}).get("measures_timing")
+    assert len(ignored) <= max(1, len(code) * 3 // 4 if timing else len(code) // 4)
