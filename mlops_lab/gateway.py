@@ -33,8 +33,11 @@ import csv
 import difflib
 import io
 import json
+import logging
 import math
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +49,11 @@ MAX_ROWS = 5_000
 """Most rows accepted in one request; more get 413 (send them in chunks)."""
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 BACKENDS = ("pyfunc", "onnx", "proxy")
+FLOAT32_MAX = 3.4028234663852886e38
+_log = logging.getLogger("mlops_lab.gateway")
 _KIND_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false"}
+_DTYPES = {"long": "int64", "integer": "int32", "double": "float64", "float": "float32", "boolean": "bool", "string": "object"}
+_MAX_NAMES_SHOWN = 10
 _MLFLOW_KINDS = {"long": "integer", "integer": "integer", "double": "number", "float": "number",
                  "string": "string", "boolean": "boolean"}
 
@@ -71,6 +78,22 @@ def _type_name(value: Any) -> str:
             list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object, refusing duplicated keys (json.loads would silently keep the last one)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        duplicated = sorted({k for k, _ in pairs if k in seen or seen.add(k)})[:_MAX_NAMES_SHOWN]
+        raise RequestError(400, f"duplicated key(s) {duplicated} in a JSON object")
+    return out
+
+
+def _names(names: list[str]) -> str:
+    """At most the first ten names, for messages (a request may carry thousands)."""
+    shown = [n[:60] for n in names[:_MAX_NAMES_SHOWN]]
+    return f"{shown}" + (f" and {len(names) - _MAX_NAMES_SHOWN} more" if len(names) > _MAX_NAMES_SHOWN else "")
+
+
 def _reject_constant(name: str) -> float:
     raise RequestError(400, f"the JSON body contains {name}: only finite numbers are valid inputs")
 
@@ -82,6 +105,16 @@ class Column:
     name: str
     kind: str
     required: bool = True
+    mlflow_type: str = ""  # long, integer, double, float, string, boolean: the dtype the model receives
+
+    @property
+    def dtype(self) -> str:
+        return _DTYPES.get(self.mlflow_type) or {"integer": "int64", "number": "float64", "boolean": "bool"}.get(self.kind, "object")
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        bits = 32 if self.mlflow_type == "integer" else 64
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
 @dataclass(frozen=True)
@@ -103,10 +136,11 @@ class InputContract:
             raise ValueError("The model has no signature: log it with one (see lesson 03) so inputs can be checked")
         columns = []
         for spec in signature.inputs.inputs:
-            kind = _MLFLOW_KINDS.get(getattr(spec.type, "name", str(spec.type)))
+            mlflow_type = getattr(spec.type, "name", str(spec.type))
+            kind = _MLFLOW_KINDS.get(mlflow_type)
             if spec.name is None or kind is None:
                 raise ValueError(f"Unsupported input in the signature: {spec} (named scalar columns only)")
-            columns.append(Column(spec.name, kind, bool(getattr(spec, "required", True))))
+            columns.append(Column(spec.name, kind, bool(getattr(spec, "required", True)), mlflow_type))
         return cls(tuple(columns), **kwargs)
 
     @classmethod
@@ -130,12 +164,10 @@ class InputContract:
         """Checked columns (from :meth:`parse_columns`) as a DataFrame with one dtype per kind."""
         frame = pd.DataFrame(columns, columns=self.names)
         for column in self.columns:
-            if column.kind == "integer" and column.required:
-                frame[column.name] = frame[column.name].astype("int64")
-            elif column.kind == "number":
-                frame[column.name] = frame[column.name].astype("float64")
-            elif column.kind == "string":
-                frame[column.name] = frame[column.name].astype(object)
+            if column.kind == "integer" and not column.required and frame[column.name].isna().any():
+                frame[column.name] = frame[column.name].astype("float64")  # missing values need a float column
+            else:
+                frame[column.name] = frame[column.name].astype(column.dtype)
         return frame
 
     def parse_columns(self, body: bytes, content_type: str | None) -> tuple[dict[str, list], dict | None]:
@@ -154,25 +186,30 @@ class InputContract:
         if mime == "text/csv":
             return self._checked(*self._csv(text)), None
         try:
-            document = json.loads(text, parse_constant=_reject_constant)
+            document = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
         except RecursionError:
             raise RequestError(400, "the JSON body is nested too deeply") from None
+        except RequestError:
+            raise
         except json.JSONDecodeError as exc:
             raise RequestError(400, f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        except ValueError as exc:  # e.g. an integer literal with thousands of digits
+            raise RequestError(400, f"the body is not valid JSON input: {str(exc)[:120]}") from None
         if not isinstance(document, dict):
             raise RequestError(400, f"the JSON body must be an object with one of the keys {list(INPUT_KEYS)}, "
                                     f"got {_type_name(document)}")
         unknown = [k for k in document if k not in (*INPUT_KEYS, "params")]
         given = [k for k in INPUT_KEYS if k in document]
         if unknown:
-            raise RequestError(400, f"unknown key(s) {unknown} in the body; use exactly one of {list(INPUT_KEYS)} "
-                                    "(and optionally 'params')" + _suggest(unknown, INPUT_KEYS))
+            raise RequestError(400, f"unknown key(s) {_names(unknown)} in the body; use exactly one of "
+                                    f"{list(INPUT_KEYS)} (and optionally 'params')"
+                                    + _suggest(unknown[:_MAX_NAMES_SHOWN], INPUT_KEYS))
         if len(given) != 1:
             raise RequestError(400, f"the body must have exactly one of {list(INPUT_KEYS)}, got {given or 'none'}")
         params = document.get("params")
         if params is not None:
-            names = list(params) if isinstance(params, dict) else params
-            raise RequestError(400, f"this model takes no params, got {names!r}: its signature declares none")
+            names = list(params)[:_MAX_NAMES_SHOWN] if isinstance(params, dict) else _type_name(params)
+            raise RequestError(400, f"this model takes no params, got {names!r:.200}: its signature declares none")
         key = given[0]
         columns, rows = self._json_rows(key, document[key])
         return self._checked(columns, rows), None
@@ -232,17 +269,26 @@ class InputContract:
         return header, converted
 
     def _checked(self, columns: list[str], rows: list[list]) -> dict[str, list]:
-        duplicated = sorted({c for c in columns if columns.count(c) > 1})
+        if len(columns) > 2 * len(self.columns) + 10:
+            raise RequestError(400, f"the request has {len(columns):,} columns; the model expects {len(self.columns)}: "
+                                    f"{self.names}")
+        bad_names = [c for c in columns if not isinstance(c, str) or not _valid_text(c)]
+        if bad_names:
+            raise RequestError(400, f"column names must be valid Unicode text, got {len(bad_names)} that are not")
+        counts = Counter(columns)
+        duplicated = sorted(c for c, n in counts.items() if n > 1)
         if duplicated:
-            raise RequestError(400, f"duplicated column(s) {duplicated}")
-        missing = [c for c in self.names if c not in columns]
-        unexpected = [c for c in columns if c not in self.names]
+            raise RequestError(400, f"duplicated column(s) {_names(duplicated)}")
+        expected = set(self.names)
+        missing = [c for c in self.names if c not in counts]
+        unexpected = [c for c in columns if c not in expected]
         if missing or unexpected:
             parts = []
             if missing:
-                parts.append(f"missing column(s) {missing}")
+                parts.append(f"missing column(s) {_names(missing)}")
             if unexpected:
-                parts.append(f"unexpected column(s) {unexpected}" + _suggest(unexpected, missing or self.names))
+                parts.append(f"unexpected column(s) {_names(unexpected)}"
+                             + _suggest(unexpected[:_MAX_NAMES_SHOWN], missing or self.names))
             raise RequestError(400, "; ".join(parts) + f". The model expects {self.names}")
         if not rows:
             raise RequestError(400, "the request has no rows to score")
@@ -301,23 +347,51 @@ def _check(value: Any, column: Column) -> tuple[Any, str | None]:
     kind = column.kind
     if kind == "integer":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None, f"expected an integer, got {_type_name(value)} {value!r:.40}"
+            return None, f"expected an integer, got {_type_name(value)} {_short(value)}"
         if isinstance(value, float):
             if not math.isfinite(value) or not value.is_integer():
                 return None, f"expected an integer, got {value!r}"
-            return int(value), None
+            value = int(value)
+        low, high = column.bounds
+        if not low <= value <= high:
+            return None, f"integer out of range (the model takes {low:,} to {high:,}), got {_short(value)}"
         return value, None
     if kind == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None, f"expected a number, got {_type_name(value)} {value!r:.40}"
-        if not math.isfinite(value):
-            return None, f"expected a finite number, got {value!r}"
-        return float(value), None
+            return None, f"expected a number, got {_type_name(value)} {_short(value)}"
+        try:
+            number = float(value)
+        except OverflowError:
+            return None, f"number out of range, got {_short(value)}"
+        if not math.isfinite(number):
+            return None, f"expected a finite number, got {_short(value)}"
+        return number, None
     if kind == "boolean":
         return (value, None) if isinstance(value, bool) else (None, f"expected true or false, got {_type_name(value)}")
     if not isinstance(value, str):
-        return None, f"expected a string, got {_type_name(value)} {value!r:.40}"
+        return None, f"expected a string, got {_type_name(value)} {_short(value)}"
+    if not _valid_text(value):
+        return None, "the text is not valid Unicode (it holds a lone surrogate)"
+    if column.required and not value.strip():
+        return None, "empty text: every input of this model is required"
     return value, None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_CSV_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+_CSV_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?")
 
 
 def _from_csv(text: str, kind: str | None) -> Any:
@@ -325,11 +399,11 @@ def _from_csv(text: str, kind: str | None) -> Any:
     if text == "":
         return None
     if kind in ("integer", "number"):
-        try:
-            value = float(text) if kind == "number" or not text.lstrip("+-").isdigit() else int(text)
-        except ValueError:
-            return text
-        return value
+        if _CSV_INTEGER.fullmatch(text):
+            return int(text)
+        if _CSV_NUMBER.fullmatch(text):
+            return float(text)
+        return text  # refused by the column check, which names it
     if kind == "boolean":
         return {"true": True, "false": False}.get(text.lower(), text)
     return text
@@ -389,8 +463,14 @@ class OnnxBackend(Backend):
         """Checked columns straight into onnxruntime (numbers as float32, text as strings), no DataFrame."""
         import numpy as np
 
-        feeds = {name: (np.asarray(values, dtype=np.float32) if self.kinds[name] in ("integer", "number")
+        feeds = {name: (np.asarray(values, dtype=np.float64) if self.kinds[name] in ("integer", "number")
                         else np.asarray(values, dtype=object)).reshape(-1, 1) for name, values in columns.items()}
+        for name, values in feeds.items():
+            if values.dtype == np.float64:
+                if (np.abs(values) > FLOAT32_MAX).any():
+                    raise RequestError(400, f"column '{name}': a value is too large for this model "
+                                            f"(it computes in 32-bit floats, up to {FLOAT32_MAX:.3g})")
+                feeds[name] = values.astype(np.float32)
         return 200, {"predictions": self.predictor.session.run(None, feeds)[0].tolist()}
 
 
@@ -420,9 +500,13 @@ class ProxyBackend(Backend):
             document = answer.json()
         except ValueError:
             document = {"message": answer.text[:500]}
-        if answer.status_code >= 500:
+        if answer.status_code >= 500 or not isinstance(document, dict):
+            _log.error("upstream %s answered %s: %.2000s", self.upstream, answer.status_code, document)
             return 502, {"error_code": "UPSTREAM_ERROR",
-                         "message": f"the model server failed ({answer.status_code}): {str(document)[:300]}"}
+                         "message": f"the model server failed (HTTP {answer.status_code}); its log has the details"}
+        if answer.status_code >= 400:  # pass the refusal on, without MLflow's stack trace
+            return answer.status_code, {"error_code": str(document.get("error_code", "BAD_REQUEST")),
+                                        "message": str(document.get("message", ""))[:2000]}
         return answer.status_code, document
 
     async def close(self) -> None:
@@ -464,7 +548,7 @@ def build_app(contract: InputContract, backend: Backend):
 
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
+    from starlette.responses import Response
     from starlette.routing import Route
 
     mlflow_version = version("mlflow")
@@ -476,29 +560,38 @@ def build_app(contract: InputContract, backend: Backend):
     async def version_route(request: Request) -> Response:
         return Response(mlflow_version, media_type="application/json")
 
+    def answer(document: dict, status: int = 200) -> Response:
+        # json.dumps escapes non-ASCII, so even a lone surrogate echoed in a message cannot break the answer
+        return Response(json.dumps(document), status_code=status, media_type="application/json")
+
     async def describe(request: Request) -> Response:
-        return JSONResponse({**contract.describe(), "backend": backend.name})
+        return answer({**contract.describe(), "backend": backend.name})
 
     async def invocations(request: Request) -> Response:
         try:
-            declared = int(request.headers.get("content-length") or 0)
+            try:
+                declared = int(request.headers.get("content-length") or 0)
+            except ValueError:
+                raise RequestError(400, "the Content-Length header is not a number") from None
             if declared > contract.max_body_bytes:
                 raise RequestError(413, f"the body has {declared:,} bytes; the limit is {contract.max_body_bytes:,}",
                                    "PAYLOAD_TOO_LARGE")
             body = await _read_body(request, contract.max_body_bytes)
             columns, _ = contract.parse_columns(body, request.headers.get("content-type"))
         except RequestError as error:
-            return JSONResponse(error.to_json(), status_code=error.status)
+            return answer(error.to_json(), error.status)
         try:
             if fast:
                 status, document = await backend.predict_columns(columns)
             else:
                 status, document = await backend.predict(contract.to_frame(columns))
-        except Exception as exc:  # a validated request should never get here; say what failed
-            return JSONResponse({"error_code": "INTERNAL_ERROR",
-                                 "message": f"the model failed on a valid request: {type(exc).__name__}: {exc}"},
-                                status_code=500)
-        return JSONResponse(document, status_code=status)
+        except RequestError as error:  # a value the back end cannot represent (e.g. beyond float32)
+            return answer(error.to_json(), error.status)
+        except Exception:  # a checked request should never get here: log the details, tell the client little
+            _log.exception("the model failed on a checked request")
+            return answer({"error_code": "INTERNAL_ERROR",
+                           "message": "the model failed on a valid request; the server's log has the details"}, 500)
+        return answer(document, status)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -586,8 +679,11 @@ def malformed_requests(example: pd.DataFrame) -> list[BadRequest]:
 
     columns = [str(c) for c in example.columns]
     row = _json_values(example.head(1))[0]
-    integer = next(c for c in columns if example[c].dtype.kind in "iu")
-    text = next(c for c in columns if example[c].dtype == object)
+    integer = next((c for c in columns if example[c].dtype.kind in "iu"), None)
+    text = next((c for c in columns if example[c].dtype == object), None)
+    if integer is None or text is None:
+        raise ValueError("malformed_requests needs an example with an integer column and a text (object) column; "
+                         "pass training.model_input(X) so categories are plain strings")
     i, t = columns.index(integer), columns.index(text)
 
     def split(cols=None, data=None, **extra) -> bytes:
@@ -665,5 +761,16 @@ def malformed_requests(example: pd.DataFrame) -> list[BadRequest]:
                    "text/csv", 400, "missing value"),
         BadRequest("CSV ragged row", (csv_header + "\n" + csv_row + ",1").encode(), "text/csv", 400, "fields"),
         BadRequest("CSV header only", (csv_header + "\n").encode(), "text/csv", 400, "no rows"),
+        BadRequest("integer beyond 64 bits", raw_with(i, "1" + "0" * 30), J, 400, "out of range"),
+        BadRequest("integer with 5,000 digits", raw_with(i, "9" * 5000), J, 400, "not valid JSON"),
+        BadRequest("duplicated JSON key", ('{"dataframe_records": [{%s, %s}]}' % (
+            ", ".join(f'"{c}": {json.dumps(v)}' for c, v in record.items()), f'"{integer}": "forty"')).encode(),
+                   J, 400, "duplicated key"),
+        BadRequest("lone surrogate in text", raw_with(t, '"\\ud800"'), J, 400, "not valid Unicode"),
+        BadRequest("empty text", split(data=[with_value(t, "")]), J, 400, "empty text"),
+        BadRequest("thousands of columns", split([f"c{k}" for k in range(5000)], [[0] * 5000]), J, 400, "columns"),
+        BadRequest("CSV integer with underscores", (csv_header + "\n" + ",".join("1_000" if k == i else str(v)
+                                                                                 for k, v in enumerate(row))).encode(),
+                   "text/csv", 400, "expected an integer"),
     ]
     return cases

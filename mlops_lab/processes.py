@@ -128,6 +128,8 @@ class ManagedProcess:
         self.log_path = Path(log_path)
         self.process: subprocess.Popen | None = None
         self.pgid: int | None = None
+        self._stall_cancelled = threading.Event()
+        self._stalls: list[threading.Thread] = []
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "ManagedProcess":
@@ -200,6 +202,10 @@ class ManagedProcess:
         if self.process is None or self.pgid is None:
             return
         pgid = self.pgid
+        self._stall_cancelled.set()  # end any stall now, and let none begin
+        for thread in self._stalls:
+            thread.join(timeout=5)
+        self._stalls.clear()
         try:
             os.killpg(pgid, signal.SIGCONT)  # a stalled (stopped) group cannot act on SIGTERM
         except ProcessLookupError:
@@ -251,13 +257,16 @@ class ManagedProcess:
             raise ProcessError(f"{self.name} is not running")
         if seconds <= 0 or after < 0:
             raise ValueError(f"stall needs seconds > 0 and after >= 0, got {seconds}, {after}")
-        pgid = self.pgid
+        pgid, cancelled = self.pgid, self._stall_cancelled
 
         def freeze() -> None:
-            time.sleep(after)
+            if cancelled.wait(after) or not self.running:
+                return  # stopped before the stall began: never signal a group that may be gone
             try:
                 os.killpg(pgid, signal.SIGSTOP)
-                time.sleep(seconds)
+                cancelled.wait(seconds)
+            except ProcessLookupError:
+                pass
             finally:
                 try:
                     os.killpg(pgid, signal.SIGCONT)
@@ -266,6 +275,7 @@ class ManagedProcess:
 
         thread = threading.Thread(target=freeze, name=f"stall-{self.name}", daemon=True)
         thread.start()
+        self._stalls.append(thread)
         return thread
 
     def log_tail(self, lines: int = 30) -> str:
@@ -344,8 +354,9 @@ def mlflow_server(
 
 @atexit.register
 def _stop_started_groups() -> None:
-    """When Python exits (a notebook kernel shut down or restarted with a server still running),
-    stop the groups it started: a server must not outlive the kernel that started it."""
+    """When Python exits normally (a notebook kernel shut down or restarted with a server still
+    running), stop the groups it started. A process killed outright (SIGKILL, out of memory) runs
+    no exit hooks: its servers keep running until stopped by their process group."""
     for pgid in list(_started_groups):
         for sig in (signal.SIGCONT, signal.SIGTERM):
             try:

@@ -84,3 +84,33 @@ def test_unknown_backend_and_proxy_without_upstream_are_refused(contract):
         gateway.make_backend("gpu", "models:/x", contract)
     with pytest.raises(ValueError, match="--upstream"):
         gateway.make_backend("proxy", "models:/x", contract)
+
+
+def test_the_frame_has_the_dtypes_the_signature_declares():
+    contract = gateway.InputContract((gateway.Column("n", "integer", True, "integer"), gateway.Column("x", "number", True, "float"),
+                                      gateway.Column("b", "boolean", True, "boolean"), gateway.Column("s", "string", True, "string")))
+    frame, _ = contract.parse(json.dumps({"inputs": {"n": [1, 2], "x": [0.5, 1], "b": [True, False], "s": ["a", "b"]}}).encode(),
+                              "application/json")
+    assert [str(t) for t in frame.dtypes] == ["int32", "float32", "bool", "object"]
+    with pytest.raises(gateway.RequestError, match="out of range"):  # int32 bounds for an 'integer' column
+        contract.parse(json.dumps({"inputs": {"n": [2 ** 31], "x": [0.5], "b": [True], "s": ["a"]}}).encode(), "application/json")
+
+
+def test_numbers_too_large_for_a_float_are_refused_not_crashed():
+    contract = gateway.InputContract((gateway.Column("x", "number", True, "double"),))
+    with pytest.raises(gateway.RequestError, match="number out of range"):
+        contract.parse(b'{"inputs": {"x": [1' + b"0" * 400 + b"]}}", "application/json")
+    with pytest.raises(gateway.RequestError, match="expected a number"):
+        contract.parse(b"x\n1_0\n", "text/csv")
+
+
+def test_messages_list_at_most_ten_names(contract, example):
+    columns = list(example.columns) + [f"extra_{k}" for k in range(15)]
+    body = json.dumps({"dataframe_split": {"columns": columns, "data": [[0] * len(columns)]}}).encode()
+    with pytest.raises(gateway.RequestError, match="and 5 more"):
+        contract.parse(body, "application/json")
+
+
+def test_the_corpus_needs_an_integer_and_a_text_column(example):
+    with pytest.raises(ValueError, match="integer column and a text"):
+        gateway.malformed_requests(example[["age"]])

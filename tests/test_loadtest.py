@@ -394,7 +394,9 @@ def test_log_gate_writes_to_the_active_run(tracking):
     tmp_path = tracking
     summary = {**GOOD, "p99_ms": 150.0, "errors": {"http 503": 1}}
     verdict = gate(summary, p99_ms=100, error_rate=0.01)
-    with mlflow.start_run() as run:
+    # its own experiment: an experiment made active by an earlier test may not exist in this store
+    experiment = mlflow.create_experiment("loadtest-gate", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
         log_gate(verdict, summary, name="predeploy")
     data = mlflow.get_run(run.info.run_id).data
     assert data.tags["predeploy_gate"] == "failed"

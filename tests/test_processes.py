@@ -192,3 +192,13 @@ def test_a_server_left_running_stops_when_python_exits(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True)
     pgid = int(out.stdout.strip().splitlines()[-1])
     assert group_members(pgid) == [] and not port_in_use(port)
+
+
+def test_stopping_cancels_a_stall_that_has_not_begun(tmp_path):
+    port = free_port()
+    proc = server(tmp_path, port).start()
+    pgid = proc.pgid
+    thread = proc.stall(5, after=1.0)
+    proc.stop()
+    assert not thread.is_alive(), "the stall thread ends with the server"
+    assert group_members(pgid) == [] and not port_in_use(port)

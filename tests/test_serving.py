@@ -44,6 +44,12 @@ def fast_server(model):
 
 
 @pytest.fixture(scope="module")
+def pyfunc_gateway(model):
+    with serving.gateway_server(model["uri"], backend="pyfunc") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def proxy_server(model, mlflow_server):
     with serving.gateway_server(model["uri"], backend="proxy", upstream=mlflow_server.url) as server:
         yield server
@@ -59,6 +65,18 @@ def test_mlflow_server_speaks_the_protocol_in_every_format(mlflow_server, model)
     expected = model["pipeline"].predict(X)
     for fmt in serving.FORMATS:
         assert np.array_equal(client.predict(X, fmt), expected), fmt
+
+
+@pytest.mark.parametrize("which", ["fast_server", "pyfunc_gateway", "proxy_server"])
+def test_every_gateway_backend_answers_every_format_like_the_model(request, which, model):
+    client = request.getfixturevalue(which).client()
+    X = model["X"].head(40)
+    expected = model["pipeline"].predict(X)
+    for fmt in serving.FORMATS:
+        assert np.array_equal(client.predict(X, fmt), expected), (which, fmt)
+    contract = client._get("/contract").json()
+    assert contract["backend"] == which.split("_")[0].replace("fast", "onnx")
+    assert [c["name"] for c in contract["columns"]] == list(X.columns)
 
 
 @pytest.mark.parametrize("which", ["fast_server", "proxy_server"])

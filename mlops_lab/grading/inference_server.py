@@ -9,6 +9,8 @@ REGISTERED_MODEL = "lab-10-credit-risk"
 CHAMPION = f"models:/{REGISTERED_MODEL}@champion"
 SLO_P99_MS = 200.0
 """The latency objective of task 4: 99 % of requests answered within 200 ms."""
+START_RATE = 30
+STEP_SECONDS = 3.0
 
 LAB = Lab("10_inference_server", "Inference server: deploy, call every format, batch-score, find the capacity")
 
@@ -72,7 +74,7 @@ def batch_scored(ns: dict) -> None:
     "capacity_found",
     hint="`target = loadtest.Target.json(server.url + \"/invocations\", body)` with a one-row "
     "`dataframe_split` body, then `capacity, steps = loadtest.find_capacity(target, slo_p99_ms=checks.SLO_P99_MS, "
-    "start_rate=20, duration=2)`.",
+    "start_rate=checks.START_RATE, duration=checks.STEP_SECONDS)`.",
 )
 def capacity_found(ns: dict) -> None:
     import pandas as pd
@@ -96,7 +98,10 @@ def capacity_found(ns: dict) -> None:
 def server_stopped(ns: dict) -> None:
     from mlops_lab.processes import port_in_use
 
+    from mlops_lab.processes import group_members
+
     server = ns.get("server")
     assert server is not None, "there is no variable `server`"
-    assert not server.running, "the server is still running"
+    assert server.pgid is not None, "the server was never started"
+    assert not server.running and not group_members(server.pgid), "the server (or one of its workers) is still running"
     assert not port_in_use(server.port), f"port {server.port} is still bound"
