@@ -154,13 +154,17 @@ def test_open_loop_keeps_its_rate_through_a_stall(server):
     assert summary["max_send_lag_ms"] < 50, "the generator fell behind its schedule"
     assert 90 <= sent_between(result, a, b) <= 110, "the stall must not slow down sending"
     assert summary["p99_ms"] >= 300, "the stall must show in the corrected p99"
-    # requests due just after the stall started waited for (almost) all of it
-    first_stalled = int(np.argmax(result.intended >= a + 0.01))
-    assert result.latency[first_stalled] == pytest.approx(b - result.intended[first_stalled], abs=0.06)
-    assert result.latency[first_stalled] > 0.4
+    # The server's stall clock starts at its first request, which on a busy machine arrives some
+    # milliseconds after the generator's schedule starts: locate the stall from the data.
+    slow = result.latency > 0.1
+    first_stalled = int(np.argmax(slow))
+    assert abs(result.intended[first_stalled] - a) < 0.1, "the stall shows where it happened"
+    assert result.latency[first_stalled] > 0.4, "a request due at the stall's start waited for (almost) all of it"
+    # due during the stall's first 0.4 s: they waited more than 0.1 s (and nothing else did)
+    assert 70 <= slow.sum() <= 90, "every request due during the stall waited (and only those)"
     # requests due well before / after the stall were fast
-    assert np.all(result.latency[result.intended < a - 0.05] < 0.1)
-    assert np.median(result.latency[result.intended > b + 0.1]) < 0.05
+    assert np.all(result.latency[result.intended < a - 0.15] < 0.1)
+    assert np.median(result.latency[result.intended > b + 0.2]) < 0.05
     # the timestamps are consistent
     assert np.all(result.sent >= result.intended - 1e-6)
     assert np.all(result.done >= result.sent)
@@ -176,8 +180,12 @@ def test_closed_loop_hides_the_stall(server):
     assert closed.kind == "closed" and closed.rate is None
     np.testing.assert_array_equal(closed.intended, closed.sent)
     assert len(closed) > 200, "the closed loop should send many requests when the server is fast"
-    # (the server's stall clock starts at its first request, a few ms after the generator's: margin)
-    assert sent_between(closed, a + 0.03, b) <= 2, "a closed-loop user waits out the stall instead of sending"
+    # The one closed-loop user is stuck in the stall with one request and sends nothing else meanwhile
+    # (located from the data: the server's stall clock starts at its own first request).
+    stuck = int(np.argmax(closed.latency))
+    assert closed.latency[stuck] > 0.3, "one request waited out the stall"
+    assert sent_between(closed, closed.sent[stuck] + 1e-6, closed.done[stuck]) == 0, \
+        "a closed-loop user waits out the stall instead of sending"
     assert sent_between(open_result, a, b) >= 90
     open_p99, closed_p99 = open_result.percentiles()["p99_ms"], closed.percentiles()["p99_ms"]
     assert open_p99 > 3 * closed_p99, (open_p99, closed_p99)
