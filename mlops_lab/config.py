@@ -81,6 +81,21 @@ def tracking_uri(home: Path | None = None) -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What an ``mlflow`` command run in a child process needs on top of this environment.
+
+    The tracking URI in use here (so ``models:/name@alias`` resolves to the same registry), this
+    Python's tools on ``PATH`` (``mlflow models serve`` starts ``uvicorn`` by name) and no progress
+    bars in logs.
+    """
+    return {
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri(),
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        **(extra or {}),
+    }
+
+
 def artifact_root(home: Path | None = None) -> Path:
     """The folder where runs of the embedded store keep their artifacts (``<workspace>/artifacts``)."""
     return (home or workspace()) / "artifacts"

@@ -8,6 +8,7 @@ strings); :func:`onnx_feeds` builds those inputs from a DataFrame.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -170,14 +171,12 @@ def refit_from_run(run_id: str, split, *, allow_other_code: bool = False) -> obj
 def cli_predict(model_uri: str, input_csv: Path | str, output_json: Path | str, timeout: int = 300) -> list:
     """Score a CSV file with ``mlflow models predict`` (the command a batch job runs); returns the predictions."""
     import json
-    import os
 
-    from mlops_lab.config import tracking_uri
+    from mlops_lab.config import child_env
 
     command = [sys.executable, "-m", "mlflow", "models", "predict", "-m", model_uri, "-i", str(input_csv),
                "-t", "csv", "-o", str(output_json), "--env-manager", "local"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **child_env()})
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).splitlines()[-6:])
         raise PackagingError(f"mlflow models predict failed for {model_uri}:\n{tail}")
@@ -200,10 +199,12 @@ def generate_dockerfile(model_uri: str, out_dir: Path | str, timeout: int = 300)
     The folder holds the ``Dockerfile`` and a copy of the model (``model_dir/``): everything
     ``docker build`` needs, where a Docker engine exists.
     """
+    from mlops_lab.config import child_env
+
     out_dir = Path(out_dir)
     command = [sys.executable, "-m", "mlflow", "models", "generate-dockerfile", "-m", model_uri,
                "-d", str(out_dir), "--env-manager", "local"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **child_env()})
     if result.returncode != 0 or not (out_dir / "Dockerfile").is_file():
         tail = "\n".join((result.stderr or result.stdout).splitlines()[-8:])
         raise PackagingError(f"generate-dockerfile failed for {model_uri}:\n{tail}")

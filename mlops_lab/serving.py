@@ -17,10 +17,8 @@ chunk by chunk with a progress bar, :func:`score_over_http` sends chunks to a ru
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -65,20 +63,6 @@ class Response:
         return str(self.body)
 
 
-def _server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a model server needs: this Python's tools on PATH (``mlflow models serve``
-    runs ``uvicorn`` by name), the course's tracking URI (to resolve ``models:/`` URIs), quiet logs."""
-    from mlops_lab.config import tracking_uri
-
-    bin_dir = str(Path(sys.executable).parent)
-    return {
-        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-        "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri(),
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        **(extra or {}),
-    }
-
-
 class ModelServer(ManagedProcess):
     """A running scoring server on loopback; ``url`` is its base URL once started."""
 
@@ -110,7 +94,7 @@ def model_server(model_uri: str, *, port: int | None = None, workers: int = 1, t
             "--port", str(port), "--workers", str(workers), "--env-manager", "local",
             "--timeout", str(request_timeout)]
     server = ModelServer(args, name="model-server", port=port, health_url=f"http://{LOOPBACK}:{port}/ping",
-                         timeout=timeout, env=_server_env(env),
+                         timeout=timeout, env=config.child_env(env),
                          log_path=config.workspace() / "logs" / f"model-server-{port}.log")
     server.model_uri = model_uri
     return server
@@ -134,7 +118,7 @@ def gateway_server(model_uri: str, *, backend: str = "onnx", upstream: str | Non
     if upstream:
         args += ["--upstream", upstream]
     server = ModelServer(args, name=f"gateway-{backend}", port=port, health_url=f"http://{LOOPBACK}:{port}/ping",
-                         timeout=timeout, env=_server_env(env),
+                         timeout=timeout, env=config.child_env(env),
                          log_path=config.workspace() / "logs" / f"gateway-{backend}-{port}.log")
     server.model_uri = model_uri
     return server
@@ -314,10 +298,6 @@ def predict_file(model_uri: str, input_csv: Path | str, output_json: Path | str,
 
     return np.asarray(cli_predict(model_uri, input_csv, output_json, timeout=timeout))
 
-
-def read_csv_like_server(path: Path | str) -> pd.DataFrame:
-    """Read a CSV file the way it is sent (for comparing file-based and in-memory scoring)."""
-    return pd.read_csv(io.StringIO(Path(path).read_text()))
 
 
 def ensure_champion(name: str = "credit-risk", *, seed: int = 42) -> str:

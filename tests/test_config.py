@@ -83,3 +83,18 @@ def test_importing_the_package_does_no_work(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path)
     assert not target.exists()
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_child_env_carries_the_tracking_uri_in_use_and_this_pythons_tools(monkeypatch, home):
+    import sys
+    from pathlib import Path
+
+    from mlops_lab import config
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    env = config.child_env({"EXTRA": "1"})
+    assert env["MLFLOW_TRACKING_URI"] == config.tracking_uri()
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert env["EXTRA"] == "1"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert config.child_env()["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5999"
