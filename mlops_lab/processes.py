@@ -206,17 +206,8 @@ class ManagedProcess:
         for thread in self._stalls:
             thread.join(timeout=5)
         self._stalls.clear()
-        try:
-            os.killpg(pgid, signal.SIGCONT)  # a stalled (stopped) group cannot act on SIGTERM
-        except ProcessLookupError:
-            pass
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                pass
-            if self._wait_gone(pgid, wait):
-                break
+        process = self.process
+        _signal_group(pgid, grace, lambda: process.poll() is not None)
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -237,14 +228,22 @@ class ManagedProcess:
             self.log_path.unlink(missing_ok=True)
         self.process = None
 
-    def _wait_gone(self, pgid: int, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None and not group_members(pgid):
-                return True
-            time.sleep(0.1)
-        return False
+    def detach(self) -> dict[str, object]:
+        """Let the process outlive this Python process (``mlops-lab env up``).
+
+        It is no longer stopped by the exit hook nor counted by :func:`leftovers`; whoever detaches
+        it must record what :func:`stop_group` needs (returned here) and stop it later.
+        """
+        if self.process is None or self.pgid is None:
+            raise ProcessError(f"{self.name} is not running")
+        info = {"pgid": self.pgid, "pid": self.process.pid, "port": self.port, "log": str(self.log_path)}
+        _started_groups.discard(self.pgid)
+        if self.port is not None:
+            _started_ports.discard(self.port)
+        self._log.close()
+        self.process = None
+        self.pgid = None
+        return info
 
     def stall(self, seconds: float, after: float = 0.0) -> threading.Thread:
         """Freeze the whole group for ``seconds`` (SIGSTOP, then SIGCONT), starting ``after`` seconds
@@ -316,13 +315,16 @@ def mlflow_server(
     env: dict[str, str] | None = None,
     timeout: float = 90.0,
     extra_args: Sequence[str] = (),
+    host: str = LOOPBACK,
+    artifacts: Path | None = None,
 ) -> MlflowServer:
     """A tracking server on ``127.0.0.1`` with its store in ``home`` (default: the workspace).
 
     The backend is ``sqlite:///<home>/mlflow.db`` unless ``backend_store_uri`` is given; artifacts
     are proxied by the server and kept in ``<home>/artifacts``. A free port is chosen unless ``port``
     is given (a port already in use raises :class:`PortInUseError`). Use it as a context manager:
-    on exit the server and all its children are stopped.
+    on exit the server and all its children are stopped. ``host="0.0.0.0"`` serves other machines
+    too (a class server); readiness is still checked on loopback.
     """
     from mlops_lab import config
 
@@ -332,11 +334,11 @@ def mlflow_server(
     backend = backend_store_uri or f"sqlite:///{home / 'mlflow.db'}"
     args = [
         sys.executable, "-m", "mlflow", "server",
-        "--host", LOOPBACK,
+        "--host", host,
         "--port", str(port),
         "--workers", str(workers),
         "--backend-store-uri", backend,
-        "--artifacts-destination", str(home / "artifacts"),
+        "--artifacts-destination", str(artifacts or home / "artifacts"),
     ]
     if app_name:
         args += ["--app-name", app_name]
@@ -350,6 +352,66 @@ def mlflow_server(
         env=env,
         log_path=home / "logs" / f"mlflow-server-{port}.log",
     )
+
+
+def _signal_group(pgid: int, grace: float, leader_gone: Callable[[], bool]) -> None:
+    """SIGCONT (a stalled group cannot act on SIGTERM), SIGTERM, then SIGKILL after ``grace`` s."""
+    try:
+        os.killpg(pgid, signal.SIGCONT)
+    except ProcessLookupError:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if leader_gone() and not group_members(pgid):
+                return
+            time.sleep(0.1)
+
+
+def stop_group(pgid: int, *, port: int | None = None, expect: Sequence[str] = (), grace: float = 10.0,
+               name: str = "process group") -> bool:
+    """Stop a group started earlier (maybe by another Python process); False if it was gone already.
+
+    ``expect``: words that a member's command line must contain (say ``mlflow`` and the port), so
+    that a group id reused by the system after a reboot is never signalled. Waits until no member is
+    alive and ``port`` can be bound again; raises :class:`ProcessError` otherwise.
+    """
+    members = group_members(pgid)
+    if not members:
+        return False
+    if expect:
+        def matches(proc: psutil.Process) -> bool:
+            try:
+                line = " ".join(proc.cmdline())
+            except psutil.Error:
+                return False
+            return all(word in line for word in expect)
+
+        if not any(matches(p) for p in members):
+            raise ProcessError(f"{name}: process group {pgid} is not what was started (no member runs "
+                               f"{' '.join(expect)!r}); not stopping it")
+
+    def leader_gone() -> bool:
+        try:
+            return psutil.Process(pgid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    _signal_group(pgid, grace, leader_gone)
+    left = group_members(pgid)
+    if left:
+        raise ProcessError(f"{name}: processes {[p.pid for p in left]} did not stop")
+    if port is not None:
+        deadline = time.monotonic() + 10
+        while port_in_use(port):
+            if time.monotonic() > deadline:
+                raise ProcessError(f"{name}: port {port} is still bound after the group stopped")
+            time.sleep(0.1)
+    return True
 
 
 @atexit.register
