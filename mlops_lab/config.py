@@ -13,6 +13,7 @@ import os
 import platform
 import random
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +57,9 @@ def workspace(create: bool = True) -> Path:
     if create:
         try:
             home.mkdir(parents=True, exist_ok=True)
-            probe = home / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
+            # a probe file of its own: threads and processes may check the same folder at once
+            with tempfile.NamedTemporaryFile(dir=home, prefix=".write-test-"):
+                pass
         except OSError as exc:
             raise WorkspaceError(
                 f"The workspace {home} cannot be written ({exc.strerror or exc}). "

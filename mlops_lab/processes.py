@@ -349,7 +349,10 @@ def mlflow_server(
         port=port,
         health_url=f"http://{LOOPBACK}:{port}/health",
         timeout=timeout,
-        env=env,
+        # MLflow's job runner (seven huey consumers, for GenAI scorers and trace rollups the course
+        # does not use) costs about half a core per idle server; three environments would take a
+        # 2-core machine's spare capacity. A caller can turn it back on through ``env``.
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
         log_path=home / "logs" / f"mlflow-server-{port}.log",
     )
 
@@ -366,9 +369,16 @@ def _signal_group(pgid: int, grace: float, leader_gone: Callable[[], bool]) -> N
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + wait
+        orphaned_since = None
         while time.monotonic() < deadline:
-            if leader_gone() and not group_members(pgid):
-                return
+            if leader_gone():
+                if not group_members(pgid):
+                    return
+                # the leader has exited; what it left behind (mlflow server's job consumers ignore
+                # SIGTERM) gets a second, then the next signal
+                orphaned_since = orphaned_since or time.monotonic()
+                if time.monotonic() - orphaned_since > 1.0:
+                    break
             time.sleep(0.1)
 
 
