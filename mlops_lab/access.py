@@ -41,7 +41,12 @@ def expected(role: str, env: str, resource: str, action: str) -> int:
     signed-in user create one and own it), so READ may create one; "none" (a DENY) may not.
     Creating a run or a version writes into an existing experiment or model: that needs EDIT.
     """
+    if resource not in RESOURCES or action not in ACTIONS:
+        raise auth.AuthError(f"Unknown operation ({resource!r}, {action!r}); resources: {RESOURCES}, "
+                             f"actions: {ACTIONS}")
     if role == ANONYMOUS:
+        if env not in auth.ENVIRONMENTS:
+            raise auth.AuthError(f"Unknown environment {env!r}; use one of {auth.ENVIRONMENTS}")
         return 401
     level = auth.level(role, env, _GOVERNED_BY[resource])
     if action == "create":
@@ -49,6 +54,13 @@ def expected(role: str, env: str, resource: str, action: str) -> int:
             return 200 if level != "NO_PERMISSIONS" else 403
         action = "update"
     return 200 if level in _CAPABILITY[action] else 403
+
+
+def request(url: str, who: Credentials | None, method: str, path: str, **payload) -> requests.Response:
+    """One call of MLflow's REST API (``path`` after ``/api/2.0/mlflow/``) as ``who`` (None: anonymous)."""
+    body = {"params": payload} if method == "GET" else {"json": payload}
+    return requests.request(method, f"{url}/api/2.0/mlflow/{path}", auth=who.pair if who else None,
+                            timeout=60, **body)
 
 
 @dataclass
@@ -62,11 +74,7 @@ class _Scene:
     model: str = ""
 
     def call(self, method: str, path: str, who: Credentials | None, **kwargs) -> requests.Response:
-        auth_pair = who.pair if who else None
-        version = "3.0" if path.startswith("logged-models") else "2.0"
-        request = {"params": kwargs} if method == "GET" else {"json": kwargs}
-        return requests.request(method, f"{self.url}/api/{version}/mlflow/{path}", auth=auth_pair,
-                                timeout=30, **request)
+        return request(self.url, who, method, path, **kwargs)
 
     def admin_call(self, method: str, path: str, **kwargs) -> dict:
         response = self.call(method, path, self.admin, **kwargs)

@@ -9,8 +9,8 @@ one user per person or bot, assigned to a role.
     =============== ============== ============== ==============
     role            dev            staging        prod
     =============== ============== ============== ==============
-    data_scientist  EDIT / EDIT    READ / READ    none / none
-    ml_engineer     MANAGE/MANAGE  EDIT / READ    none / none
+    data_scientist  EDIT / EDIT    READ / none    none / none
+    ml_engineer     MANAGE/MANAGE  EDIT / none    none / none
     deployer (bot)  READ / READ    EDIT / MANAGE  EDIT / MANAGE
     admin           everything (an MLflow admin user)
     =============== ============== ============== ==============
@@ -24,7 +24,10 @@ Two MLflow 3.17 facts shape the mapping (checked on real servers, see ``tests/te
   therefore does not keep a data scientist out of prod; the course maps "none" to ``DENY`` on every
   experiment and registered model, which refuses reads, writes and creation alike.
 * ``READ`` refuses every change to existing experiments, runs, models, versions and aliases, but
-  not the creation of a new, separate experiment or model.
+  not the creation of a new, separate experiment or model, which its creator then owns (MANAGE).
+  On a registry that would let someone claim a model name before the pipeline first uses it, so
+  in staging and prod nobody but the deployer bot (and the admin) has any permission on registered
+  models, and the pipeline's own experiment is created by the admin when the server starts.
 
 The servers run with ``default_permission = NO_PERMISSIONS``: a user without a role sees nothing.
 """
@@ -49,9 +52,9 @@ RESOURCES = ("experiment", "registered_model")
 
 #: role -> environment -> (experiments, registered models)
 POLICY: dict[str, dict[str, tuple[str, str]]] = {
-    "data_scientist": {"dev": ("EDIT", "EDIT"), "staging": ("READ", "READ"),
+    "data_scientist": {"dev": ("EDIT", "EDIT"), "staging": ("READ", "NO_PERMISSIONS"),
                        "prod": ("NO_PERMISSIONS", "NO_PERMISSIONS")},
-    "ml_engineer": {"dev": ("MANAGE", "MANAGE"), "staging": ("EDIT", "READ"),
+    "ml_engineer": {"dev": ("MANAGE", "MANAGE"), "staging": ("EDIT", "NO_PERMISSIONS"),
                     "prod": ("NO_PERMISSIONS", "NO_PERMISSIONS")},
     "deployer": {"dev": ("READ", "READ"), "staging": ("EDIT", "MANAGE"), "prod": ("EDIT", "MANAGE")},
 }
@@ -198,23 +201,39 @@ def signed_in(credentials: Credentials | None, tracking_uri: str | None = None) 
 def client(url: str, admin: Credentials):
     """MLflow's ``AuthServiceClient`` for the server at ``url``, acting as ``admin``.
 
-    Use it inside :func:`signed_in` (it reads the credentials from the environment); the helpers of
-    this module do that for you.
+    MLflow's own client reads the credentials from environment variables; this one carries them,
+    so several servers (and threads) can be administered side by side.
     """
-    from mlflow.server.auth.client import AuthServiceClient
+    import warnings
 
-    return AuthServiceClient(url)
+    with warnings.catch_warnings():  # importing mlflow.server warns about Starlette internals
+        warnings.simplefilter("ignore")
+        from mlflow.server.auth.client import AuthServiceClient
+    from mlflow.utils.rest_utils import MlflowHostCreds, http_request, verify_rest_response
+
+    class _Client(AuthServiceClient):
+        def _request(self, endpoint, method, *, expected_status: int = 200, **kwargs):
+            creds = MlflowHostCreds(url, username=admin.username, password=admin.password)
+            resp = verify_rest_response(http_request(creds, endpoint, method, **kwargs), endpoint,
+                                        expected_status=expected_status)
+            return {} if resp.status_code == 204 or not resp.content else resp.json()
+
+    return _Client(url)
 
 
 def _call(url: str, admin: Credentials, fn, *args, **kwargs):
     from mlflow.exceptions import MlflowException
-    from mlflow.server.auth.client import AuthServiceClient
 
-    with signed_in(admin):
-        try:
-            return fn(AuthServiceClient(url), *args, **kwargs)
-        except MlflowException as exc:
-            raise AuthError(f"{fn.__name__.strip('_')} refused by {url}: {exc.message}") from exc
+    try:
+        return fn(client(url, admin), *args, **kwargs)
+    except MlflowException as exc:
+        raise AuthError(f"{fn.__name__.strip('_')} refused by {url}: {exc.message}") from exc
+
+
+def _named(name: str, fn):
+    """``fn`` called ``name`` in :func:`_call`'s error messages (a lambda's name says nothing)."""
+    fn.__name__ = name
+    return fn
 
 
 def _role_name(role: str) -> str:
@@ -286,7 +305,7 @@ def create_user(env: str, url: str, admin: Credentials, username: str, role: str
 
 def delete_user(env: str, url: str, admin: Credentials, username: str, home: Path | None = None) -> None:
     """Delete ``username`` from ``env``'s server and forget its stored password."""
-    _call(url, admin, lambda c: c.delete_user(username))
+    _call(url, admin, _named("delete_user", lambda c: c.delete_user(username)))
     forget(env, username, home)
 
 
@@ -307,31 +326,39 @@ def grant(url: str, admin: Credentials, username: str, resource_type: str, resou
     if resource_type not in RESOURCES:
         raise AuthError(f"Unknown resource type {resource_type!r}; use one of {RESOURCES}")
     mlflow_level = _level_to_mlflow(level)
-    _call(url, admin, lambda c: c.grant_user_permission(username, resource_type, str(resource_id),
-                                                       mlflow_level))
+    _call(url, admin, _named("grant", lambda c: c.grant_user_permission(
+        username, resource_type, str(resource_id), mlflow_level)))
 
 
 def revoke(url: str, admin: Credentials, username: str, resource_type: str, resource_id: str) -> None:
     """Remove what :func:`grant` gave ``username`` on that resource."""
-    _call(url, admin, lambda c: c.revoke_user_permission(username, resource_type, str(resource_id)))
+    _call(url, admin, _named("revoke", lambda c: c.revoke_user_permission(
+        username, resource_type, str(resource_id))))
 
 
 def permission(url: str, admin: Credentials, username: str, resource_type: str, resource_id: str) -> str:
     """The permission ``username`` has on one resource, as MLflow resolves it (roles included)."""
-    result = _call(url, admin, lambda c: c.get_user_permission(username, resource_type, str(resource_id)))
+    result = _call(url, admin, _named("permission", lambda c: c.get_user_permission(
+        username, resource_type, str(resource_id))))
     return getattr(result, "permission", None) or str(result)
 
 
 def whoami(url: str, credentials: Credentials | None) -> int:
     """The HTTP status a signed-in request gets on ``url``: 200, or 401 for bad credentials."""
     response = requests.get(f"{url}/api/2.0/mlflow/users/current",
-                            auth=credentials.pair if credentials else None, timeout=10)
+                            auth=credentials.pair if credentials else None, timeout=60)
     return response.status_code
 
 
 # -- what the policy says --------------------------------------------------------------------------
 def level(role: str, env: str, resource: str) -> str:
     """The policy's level for ``role`` in ``env`` on ``experiment`` or ``registered_model``."""
+    if role not in ROLES:
+        raise AuthError(f"Unknown role {role!r}; use one of {ROLES}")
+    if env not in ENVIRONMENTS:
+        raise AuthError(f"Unknown environment {env!r}; use one of {ENVIRONMENTS}")
+    if resource not in RESOURCES:
+        raise AuthError(f"Unknown resource type {resource!r}; use one of {RESOURCES}")
     if role == ADMIN:
         return "MANAGE"
     return POLICY[role][env][RESOURCES.index(resource)]

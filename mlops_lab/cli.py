@@ -7,6 +7,10 @@
     mlops-lab labs build [--check]                generate student copies from labs/solutions/
     mlops-lab grade NOTEBOOK [--json FILE]        execute a lab and score its checks
     mlops-lab ui [--port N]                       MLflow UI on the workspace store
+    mlops-lab env up [dev|staging|prod|all] [--backend URI] [--host H]   authenticated servers
+    mlops-lab env status                          which environments run, where
+    mlops-lab env add-user ENV USERNAME ROLE      a user with a course role (password stored)
+    mlops-lab env down [ENV|all] [--purge]        stop them (--purge: delete their stores too)
 """
 
 from __future__ import annotations
@@ -104,6 +108,40 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _print_status(rows: list[dict]) -> None:
+    for row in rows:
+        print(f"{row['environment']:>8}  {row['status']:<5} {row['url']:<24} {row['backend']}")
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from mlops_lab import auth, environments
+
+    if args.action == "up":
+        hosts = [h for h in (args.allowed_hosts or "").split(",") if h]
+        envs = environments.up(args.which, backend=args.backend, host=args.host,
+                               auth_cache_ttl=args.auth_cache_ttl, allowed_hosts=hosts)
+        _print_status(environments.status())
+        print(f"\nSigned in as 'admin' with the password stored in {auth.credentials_path()} "
+              "(mode 600, in the git-ignored workspace; never commit it).")
+        print("Stop with `mlops-lab env down`. UI: open a URL above and sign in.")
+        return 0 if envs else 1
+    if args.action == "status":
+        _print_status(environments.status())
+        return 0
+    if args.action == "add-user":
+        if len(args.names) != 3:
+            print("usage: mlops-lab env add-user ENV USERNAME ROLE", file=sys.stderr)
+            return 2
+        env_name, username, role = args.names
+        creds = environments.connect(env_name).create_user(username, role)
+        print(f"{creds.username} ({role}) created in {env_name}; password stored in "
+              f"{auth.credentials_path()}")
+        return 0
+    stopped = environments.down(args.which, purge=args.purge)
+    print(f"stopped: {', '.join(stopped) or 'nothing was running'}" + ("; stores deleted" if args.purge else ""))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlops-lab", description="The MLOps workbook's command line.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -136,20 +174,42 @@ def parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="open the MLflow UI on the workspace store")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(fn=cmd_ui)
+
+    env = sub.add_parser("env", help="dev, staging and prod MLflow servers with authentication")
+    env.add_argument("action", choices=["up", "down", "status", "add-user"])
+    env.add_argument("names", nargs="*", metavar="ENV",
+                     help="dev, staging, prod or all (default: all); add-user: ENV USERNAME ROLE")
+    env.add_argument("--backend", default=None,
+                     help="'sqlite' (default) or a postgresql:// URI; {env} becomes the environment's name")
+    env.add_argument("--host", default="127.0.0.1",
+                     help="interface to listen on (0.0.0.0 serves a class; use TLS in front of it)")
+    env.add_argument("--auth-cache-ttl", type=int, default=60,
+                     help="seconds MLflow may cache a verified password (default 60; 0, MLflow's own "
+                          "default, checks a slow hash on every request)")
+    env.add_argument("--allowed-hosts", default=None, metavar="HOSTS",
+                     help="comma-separated names students use to reach a class server (e.g. mlflow.school.example)")
+    env.add_argument("--purge", action="store_true", help="with down: delete the stores and passwords")
+    env.set_defaults(fn=cmd_env)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "env" and args.action != "add-user":
+        args.which = args.names or "all"
     try:
         return args.fn(args)
     except Exception as exc:  # noqa: BLE001 (one clear line instead of a traceback)
         from mlops_lab.config import WorkspaceError
         from mlops_lab.datasets import DataError
         from mlops_lab.labs import LabBuildError
+        from mlops_lab.auth import AuthError
+        from mlops_lab.environments import EnvError
+        from mlops_lab.processes import ProcessError
         from mlops_lab.runner import RunnerError
 
-        if isinstance(exc, (WorkspaceError, DataError, RunnerError, LabBuildError)):
+        if isinstance(exc, (WorkspaceError, DataError, RunnerError, LabBuildError, EnvError, AuthError,
+                            ProcessError)):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -88,7 +88,21 @@ def backend_for(name: str, backend: str | None, home: Path) -> str:
         return f"sqlite:///{home / 'mlflow.db'}"
     if not backend.startswith(("postgresql://", "postgresql+psycopg2://", "sqlite:///")):
         raise EnvError(f"Unsupported backend {redact(backend)!r}: use 'sqlite' or a postgresql:// URI")
-    return backend.replace("{env}", name)
+    backend = backend.replace("{env}", name)
+    if backend.startswith("postgresql://"):  # SQLAlchemy 2.1 would pick psycopg 3; the lock has psycopg2
+        backend = "postgresql+psycopg2://" + backend[len("postgresql://"):]
+    return backend
+
+
+def _without_password(uri: str) -> tuple[str, str | None]:
+    """``uri`` without its password, and the password (a command line is visible to every user)."""
+    from urllib.parse import unquote
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri, None
+    netloc = parts.netloc.replace(f":{parts.password}@", "@", 1)
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
 
 
 def _secret_file(path: Path) -> str:
@@ -169,7 +183,7 @@ def _auth_ini(folder: Path, backend: str, cache_ttl: int) -> Path:
         "[mlflow]\n"
         "# Written by mlops_lab.environments; no password in here (see credentials.json).\n"
         "default_permission = NO_PERMISSIONS\n"
-        f"database_uri = {database}\n"
+        f"database_uri = {database.replace('%', '%%')}\n"  # the ini is read with interpolation
         f"admin_username = {auth.ADMIN}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         "grant_default_workspace_access = false\n"
@@ -178,14 +192,39 @@ def _auth_ini(folder: Path, backend: str, cache_ttl: int) -> Path:
     return ini
 
 
+PIPELINE_EXPERIMENT = "promotions"
+"""Where the deployer bot records promotions and champion decisions. The admin creates it, so no
+other user can own it (and delete the audit trail)."""
+
+
+def _ensure_pipeline_experiment(url: str, admin: Credentials) -> None:
+    import requests
+
+    api = f"{url}/api/2.0/mlflow/experiments"
+    found = requests.get(f"{api}/get-by-name", params={"experiment_name": PIPELINE_EXPERIMENT},
+                         auth=admin.pair, timeout=60)
+    if found.status_code == 200:
+        return
+    created = requests.post(f"{api}/create", json={"name": PIPELINE_EXPERIMENT}, auth=admin.pair, timeout=60)
+    if created.status_code != 200:
+        raise EnvError(f"could not create the {PIPELINE_EXPERIMENT!r} experiment: {created.status_code} "
+                       f"{created.text[:200]}")
+
+
 def start(name: str, *, home: Path | None = None, backend: str | None = None, port: int | None = None,
-          host: str = LOOPBACK, workers: int = 1, auth_cache_ttl: int = 0,
-          apply_policy: bool = True) -> Environment:
+          host: str = LOOPBACK, workers: int = 1, auth_cache_ttl: int = 60,
+          allowed_hosts: Iterable[str] = (), apply_policy: bool = True) -> Environment:
     """Start ``name``'s authenticated server and put the course's roles on it.
 
     ``backend``: ``None``/``"sqlite"`` (a file in the environment's folder) or a PostgreSQL URI
     (``{env}`` is replaced by the name). ``auth_cache_ttl``: seconds MLflow may cache a verified
-    password (0, MLflow's default, checks every request). Use the result as a context manager.
+    password. MLflow's default, 0, checks a slow password hash on every request (about 0.35 s of
+    CPU each, ``make bench``); the course caches for 60 s. With one worker a password change or a
+    deleted user takes effect at once; with several, other workers may accept the old password
+    until the time runs out. ``allowed_hosts``: the names or addresses (``host`` or ``host:port``,
+    ``*`` wildcards) students use to reach a class server; MLflow refuses any other ``Host`` header
+    (a DNS-rebinding guard) except localhost and private IP addresses. Use the result as a
+    context manager.
     """
     from mlops_lab import config
 
@@ -193,15 +232,21 @@ def start(name: str, *, home: Path | None = None, backend: str | None = None, po
     home = Path(home) if home else config.workspace()
     folder = root(home) / name
     (folder / "artifacts").mkdir(parents=True, exist_ok=True)
-    store = backend_for(name, backend, folder)
+    store, db_password = _without_password(backend_for(name, backend, folder))
     admin = admin_credentials(name, home)
     env = {
         "MLFLOW_AUTH_CONFIG_PATH": str(_auth_ini(folder, store, auth_cache_ttl)),
         "MLFLOW_AUTH_ADMIN_PASSWORD": admin.password,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": _secret_file(folder / ".flask_secret"),
     }
+    if db_password is not None:  # to the driver through its environment, never on a command line
+        env["PGPASSWORD"] = db_password
+    extra = []
+    if allowed_hosts:  # replaces MLflow's defaults, so loopback (the readiness check) is added back
+        loopback = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*"]
+        extra = ["--allowed-hosts", ",".join([*allowed_hosts, *loopback])]
     server = mlflow_server(folder, port=port, backend_store_uri=store, workers=workers,
-                           app_name="basic-auth", env=env, host=host)
+                           app_name="basic-auth", env=env, host=host, timeout=180, extra_args=extra)
     server.name = f"mlflow-{name}"
     server.start()
     environment = Environment(name, server.url, admin, folder, redact(store), home, server)
@@ -213,6 +258,7 @@ def start(name: str, *, home: Path | None = None, backend: str | None = None, po
                 "changed since, unset it, or remove the environment (`mlops-lab env down --purge`).")
         if apply_policy:
             auth.apply_policy(name, server.url, admin)
+            _ensure_pipeline_experiment(server.url, admin)
     except BaseException:
         server.stop()
         raise
@@ -223,12 +269,18 @@ class Environments(dict):
     """The running environments by name; stopping it stops them all."""
 
     def stop(self) -> None:
+        """Stop every environment (side by side: an ``mlflow server`` group takes seconds to stop)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not self:
+            return
         errors = []
-        for environment in reversed(list(self.values())):
-            try:
-                environment.stop()
-            except ProcessError as exc:
-                errors.append(str(exc))
+        with ThreadPoolExecutor(max_workers=len(self)) as pool:
+            for future in [pool.submit(env.stop) for env in self.values()]:
+                try:
+                    future.result()
+                except ProcessError as exc:
+                    errors.append(str(exc))
         if errors:
             raise EnvError("; ".join(errors))
 
@@ -239,28 +291,40 @@ class Environments(dict):
         self.stop()
 
 
+def start_all(which: str | Iterable[str] = "all", **options) -> Environments:
+    """Start environments side by side (most of a start is waiting); all of them or none.
+
+    The result maps names to running environments; ``.stop()`` (or a ``with`` block) stops them.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    wanted = names(which)
+    started = Environments()
+    if not wanted:
+        return started
+    with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+        futures = {name: pool.submit(start, name, **options) for name in wanted}
+    errors = []
+    for name, future in futures.items():
+        try:
+            started[name] = future.result()
+        except Exception as exc:  # noqa: BLE001 (the first is raised once the others are stopped)
+            errors.append(exc)
+    if errors:
+        started.stop()
+        raise errors[0]
+    return started
+
+
 @contextlib.contextmanager
 def running(which: str | Iterable[str] = "all", **options) -> Iterator[Environments]:
     """Start the environments (``"all"``, a name or names) for a ``with`` block, then stop them.
 
-    ``options`` go to :func:`start` (``home``, ``backend``, ``auth_cache_ttl`` ...). If one fails to
-    start, those already started are stopped before the error is raised.
+    ``options`` go to :func:`start` (``home``, ``backend``, ``auth_cache_ttl`` ...). They start side
+    by side; if one fails, those already started are stopped before the error is raised.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    started = Environments()
-    wanted = names(which)
+    started = start_all(which, **options)
     try:
-        with ThreadPoolExecutor(max_workers=len(wanted)) as pool:  # the servers start side by side
-            futures = {name: pool.submit(start, name, **options) for name in wanted}
-        errors = []
-        for name, future in futures.items():
-            try:
-                started[name] = future.result()
-            except Exception as exc:  # noqa: BLE001 (all are reported together below)
-                errors.append(exc)
-        if errors:
-            raise errors[0]
         yield started
     finally:
         started.stop()
@@ -296,21 +360,17 @@ def up(which: str | Iterable[str] = "all", **options) -> list[Environment]:
     """
     home = options.get("home")
     state = _read_state(home)
-    result = []
-    for name in names(which):
-        known = state.get(name)
-        if known and http_ok(f"{known['url']}/health"):
-            result.append(connect(name, home))
-            continue
-        environment = start(name, **options)
+    wanted = names(which)
+    already = [n for n in wanted if n in state and http_ok(f"{state[n]['url']}/health")]
+    started = start_all([n for n in wanted if n not in already], **options)
+    for name, environment in started.items():
         info = environment.server.detach()
         environment.server = None
         state[name] = {"url": environment.url, "port": info["port"], "pgid": info["pgid"],
                        "log": info["log"], "backend": environment.backend,
                        "folder": str(environment.folder), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        _write_state(home, state)
-        result.append(environment)
-    return result
+    _write_state(home, state)
+    return [started[n] if n in started else connect(n, home) for n in wanted]
 
 
 def connect(name: str, home: Path | None = None) -> Environment:
