@@ -52,6 +52,7 @@ test-fast: setup
 bench: setup
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_prediction.py
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_serving.py
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_auth.py
 
 ui: setup
 	$(BIN)/mlops-lab ui --port $(PORT)

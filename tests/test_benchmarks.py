@@ -38,3 +38,30 @@ def test_serving_benchmark_writes_json_and_markdown(tmp_path, home):
     assert data["results"]["mlflow, 1 worker"]["throughput_ratio"] == 1.0
     assert all(row["max_throughput_rps"] > 0 for row in data["results"].values())
     assert "| onnx gateway, 1 worker |" in (tmp_path / "serving.md").read_text()
+
+
+@pytest.mark.integration
+def test_auth_benchmark_writes_json_and_markdown(tmp_path, home):
+    import math
+    import os
+
+    spec = importlib.util.spec_from_file_location("bench_auth", ROOT / "benchmarks" / "bench_auth.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(out=tmp_path, seconds=0.5, warmup_seconds=0.2, clients=2) == 0
+    assert os.environ["MLOPS_LAB_HOME"] == str(home), "the benchmark leaves the workspace it found"
+    data = json.loads((tmp_path / "auth.json").read_text())
+    assert list(data["results"]) == ["no auth", "basic auth", "basic auth, cache 60 s"]
+    for row in data["results"].values():
+        assert list(row) == ["read", "write"]
+        assert all(r["throughput_rps"] > 0 and r["requests"] > 0 for r in row.values())
+    assert data["meta"]["clients"] == 2 and data["meta"]["cpus"] == os.cpu_count()
+    for request in ("read", "write"):
+        ratios = data["ratios"][request]
+        assert set(ratios) == {"auth_vs_no_auth", "cached_auth_vs_no_auth", "cached_auth_vs_auth"}
+        assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in ratios.values())
+        assert set(data["ratios_worker_cpu"][request]) == set(ratios)
+    assert not list(home.iterdir()), "each server runs in a temporary home of its own"
+    text = (tmp_path / "auth.md").read_text()
+    assert "| basic auth, cache 60 s | read |" in text and "cached auth / auth" in text
+    assert "@" not in (tmp_path / "auth.json").read_text(), "no URL with credentials in the results"
