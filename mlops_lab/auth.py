@@ -116,19 +116,35 @@ def _read_store(path: Path) -> dict:
 
 
 def _write_store(path: Path, store: dict) -> None:
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".credentials-")  # created with mode 600
     with os.fdopen(fd, "w") as handle:
         json.dump(store, handle, indent=2, sort_keys=True)
     os.chmod(tmp, stat.S_IRUSR | stat.S_IWUSR)
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One writer at a time, across threads (the lock) and processes (flock on a lock file):
+    a notebook and ``mlops-lab env`` may store a password at the same moment."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _STORE_LOCK, open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def remember(env: str, credentials: Credentials, home: Path | None = None) -> Path:
     """Store ``credentials`` for ``env`` in the local credentials file; returns its path."""
     path = credentials_path(home)
-    with _STORE_LOCK:
+    with _locked(path):
         store = _read_store(path)
         store.setdefault(env, {})[credentials.username] = credentials.password
         _write_store(path, store)
@@ -138,7 +154,7 @@ def remember(env: str, credentials: Credentials, home: Path | None = None) -> Pa
 def forget(env: str, username: str, home: Path | None = None) -> None:
     """Remove a stored password (after the user was deleted)."""
     path = credentials_path(home)
-    with _STORE_LOCK:
+    with _locked(path):
         store = _read_store(path)
         if store.get(env, {}).pop(username, None) is not None:
             _write_store(path, store)
@@ -147,7 +163,7 @@ def forget(env: str, username: str, home: Path | None = None) -> None:
 def forget_environment(env: str, home: Path | None = None) -> None:
     """Remove every stored password of ``env`` (its user store was deleted)."""
     path = credentials_path(home)
-    with _STORE_LOCK:
+    with _locked(path):
         store = _read_store(path)
         if store.pop(env, None) is not None:
             _write_store(path, store)
@@ -262,7 +278,12 @@ def apply_policy(env: str, url: str, admin: Credentials) -> dict[str, int]:
             found = existing.get(name) or c.create_role("default", name, ROLE_DESCRIPTIONS[role])
             ids[role] = found.id
             have = {(p.resource_type, p.resource_pattern): p for p in c.list_role_permissions(found.id)}
-            for resource, level in zip(RESOURCES, per_env[env]):
+            grants = list(zip(RESOURCES, per_env[env]))
+            if per_env[env][1] == "NO_PERMISSIONS":
+                # a prompt is a registered model with a tag, checked as its own type on creation:
+                # without this, "none" could still create (and own) a prompt under a model's name
+                grants.append(("prompt", "NO_PERMISSIONS"))
+            for resource, level in grants:
                 want = _level_to_mlflow(level)
                 current = have.get((resource, "*"))
                 if current is None:

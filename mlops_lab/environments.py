@@ -361,7 +361,15 @@ def up(which: str | Iterable[str] = "all", **options) -> list[Environment]:
     home = options.get("home")
     state = _read_state(home)
     wanted = names(which)
-    already = [n for n in wanted if n in state and http_ok(f"{state[n]['url']}/health")]
+    already = []
+    for n in wanted:
+        if n not in state:
+            continue
+        if http_ok(f"{state[n]['url']}/health", timeout=10):
+            already.append(n)
+        elif _alive(state[n]):
+            raise EnvError(f"{n} is running (process group {state[n]['pgid']}) but does not answer "
+                           f"{state[n]['url']}; stop it with `mlops-lab env down {n}`, then start it again")
     started = start_all([n for n in wanted if n not in already], **options)
     for name, environment in started.items():
         info = environment.server.detach()
@@ -371,6 +379,24 @@ def up(which: str | Iterable[str] = "all", **options) -> list[Environment]:
                        "folder": str(environment.folder), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     _write_state(home, state)
     return [started[n] if n in started else connect(n, home) for n in wanted]
+
+
+def _alive(known: dict) -> bool:
+    """True when the recorded server's process group still runs that server."""
+    from mlops_lab.processes import group_members
+
+    for proc in group_members(known["pgid"]):
+        try:
+            if _is_server(proc.cmdline(), known["port"]):
+                return True
+        except Exception:  # noqa: BLE001 (gone meanwhile)
+            continue
+    return False
+
+
+def _is_server(cmdline: list[str], port: int) -> bool:
+    return "mlflow" in " ".join(cmdline) and any(a == "--port" and b == str(port)
+                                                 for a, b in zip(cmdline, cmdline[1:]))
 
 
 def connect(name: str, home: Path | None = None) -> Environment:
@@ -399,8 +425,9 @@ def down(which: str | Iterable[str] = "all", home: Path | None = None, purge: bo
     for name in names(which):
         known = state.get(name)
         if known:
-            stop_group(known["pgid"], port=known["port"], expect=("mlflow", str(known["port"])),
-                       name=f"mlflow-{name}")
+            if _alive(known):
+                stop_group(known["pgid"], port=known["port"], name=f"mlflow-{name}")
+            # else: gone already (or the group id now belongs to something else: never signal it)
             del state[name]
             _write_state(home, state)
             stopped.append(name)

@@ -14,8 +14,16 @@ until every step (upload, registration, byte check, load check) is done; then th
 ``complete`` and, last, the version gets the ``challenger`` alias. If a step fails, the new
 version is deleted again and its run marked ``failed`` (runs stay: they are the audit trail). If
 the target dies half-way and cannot even be cleaned up, nothing it left carries an alias, and the
-next promotion to it removes the leftovers first (:func:`clean_incomplete`). The prod ``champion`` alias is only ever moved by
-:func:`decide_champion`, after comparing challenger and champion on held-out data.
+next promotion to it removes the leftovers first (:func:`clean_incomplete`). The prod
+``champion`` alias is only ever moved by :func:`decide_champion`, after comparing challenger and
+champion on held-out data.
+
+What is trusted: the source's validation record (``registry.check_promotable``: a ``passed`` tag
+pointing to a validation run that passed this very model) and, from staging on, the sha256 of the
+files recorded when the version arrived (a copy whose files changed since is refused). The record
+is as trustworthy as the source environment's permissions: in dev a data scientist may write runs
+and tags, so a pipeline that cannot trust its developers re-runs the gate as its own identity.
+Run one promotion at a time per model and target.
 """
 
 from __future__ import annotations
@@ -121,7 +129,8 @@ def clean_incomplete(name: str, target, deployer: str | Credentials = DEPLOYER) 
         # the runs of interrupted promotions stay, marked, in the audit trail
         experiment = client.get_experiment_by_name(EXPERIMENT)
         if experiment is not None:
-            for run in client.search_runs([experiment.experiment_id], f"tags.`{STATE}` = 'copying'"):
+            query = f"tags.`{STATE}` = 'copying' and tags.`lineage.source_model` = '{name}'"
+            for run in client.search_runs([experiment.experiment_id], query):
                 client.set_tag(run.info.run_id, STATE, "abandoned")
                 client.set_terminated(run.info.run_id, "FAILED")
     return removed
@@ -168,6 +177,10 @@ def _promote(name: str, version: str, source, target, deployer, on_step, workdir
         manifest = _manifest(local)
         step("downloaded")
     digest = _digest(manifest)
+    recorded = mv.tags.get("lineage.sha256")
+    if recorded and recorded != digest:  # files changed since the version arrived in the source
+        raise PromotionError(f"Refused: {name} v{version} in {source.name} no longer has the files it was "
+                             f"promoted with (sha256 {digest[:12]} != recorded {recorded[:12]})")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     lineage = {
         "lineage.source_env": source.name, "lineage.source_url": source.url, "lineage.source_model": name,
@@ -238,7 +251,8 @@ def _promote(name: str, version: str, source, target, deployer, on_step, workdir
                 f"Promotion of {name} v{version} from {source.name} to {target.name} failed "
                 f"({type(exc).__name__}: {detail[:300]}). "
                 + (f"Could not clean up {', '.join(left)} (is {target.name} down?); nothing of it has an alias, "
-                   "and the next promotion removes it." if left else "Nothing was left behind.")
+                   "and the next promotion removes a version still marked 'copying'." if left
+                   else "Nothing was left behind.")
             ) from exc
     return PromotionResult(name, source.name, version, target.name, new_version, run_id, digest)
 

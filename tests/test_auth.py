@@ -471,3 +471,17 @@ def test_grant_refuses_unknown_users_with_a_clear_error(sqlite_envs):
     with pytest.raises(AuthError, match="grant refused by"):
         auth.grant(staging.url, Credentials("admin", "not-the-password"), "nobody", "experiment", "0",
                    "EDIT")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("env_name", ["staging", "prod"])
+def test_none_on_models_also_refuses_creating_a_prompt_under_a_model_name(sqlite_envs, env_name):
+    """A prompt is a registered model with a tag, and MLflow checks its creation as its own type:
+    a data scientist without access to a registry must not claim a name there as a prompt."""
+    envs, users = sqlite_envs
+    env = envs[env_name]
+    tagged = {"name": "credit-risk-claim", "tags": [{"key": "mlflow.prompt.is_prompt", "value": "true"}]}
+    alice = users[env_name]["data_scientist"]
+    assert access.request(env.url, alice, "POST", "registered-models/create", **tagged).status_code == 403
+    bot = users[env_name]["deployer"]  # the control: the bot may create one
+    assert access.request(env.url, bot, "POST", "registered-models/create", **tagged).status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,12 @@ def test_env_up_status_add_user_down_and_up_again(home):
         again = _cli("up", "dev", home=home)  # already up: left as it is
         assert json.loads(environments.state_path(home).read_text())["dev"]["pgid"] == state["pgid"]
         assert "dev" in again.stdout
+        os.killpg(state["pgid"], signal.SIGSTOP)  # alive but not answering: never start a second one
+        try:
+            with pytest.raises(environments.EnvError, match="does not answer"):
+                environments.up("dev", home=home)
+        finally:
+            os.killpg(state["pgid"], signal.SIGCONT)
 
         assert "stopped: dev" in _cli("down", home=home).stdout
         assert not group_members(state["pgid"]) and not port_in_use(state["port"])

@@ -156,3 +156,17 @@ def test_prod_dying_half_way_leaves_no_half_version_and_the_champion_unchanged(l
     assert [v for v, mv in versions.items() if mv.tags.get(promotion.STATE) != "complete"] == []
     assert _aliases(envs["prod"])["champion"] == aliases["champion"]
     assert _aliases(envs["prod"])["challenger"] == result.version
+
+
+def test_a_copy_whose_files_changed_since_it_arrived_is_refused(landscape, tmp_path):
+    """Someone with write access to staging's runs swaps the model file between staging and prod."""
+    envs = landscape["envs"]
+    staged = promotion.promote(MODEL, landscape["validated"], envs["dev"], envs["staging"])
+    before = set(_versions(envs["prod"]))
+    with envs["staging"].as_admin():
+        client = mlflow.MlflowClient()
+        (tmp_path / "requirements.txt").write_text("a-package-nobody-checked==6.6.6\n")
+        client.log_artifact(staged.run_id, str(tmp_path / "requirements.txt"), "model")
+    with pytest.raises(promotion.PromotionError, match="no longer has the files it was promoted with"):
+        promotion.promote(MODEL, staged.version, envs["staging"], envs["prod"])
+    assert set(_versions(envs["prod"])) == before
