@@ -190,28 +190,23 @@ def signed_in(credentials: Credentials | None, tracking_uri: str | None = None) 
     """
     import mlflow
 
-    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI")
-    saved = {name: os.environ.get(name) for name in names}
+    from mlops_lab.config import environment_variables
+
+    values: dict[str, str | None] = {
+        "MLFLOW_TRACKING_USERNAME": credentials.username if credentials else None,
+        "MLFLOW_TRACKING_PASSWORD": credentials.password if credentials else None,
+    }
+    if tracking_uri:
+        values["MLFLOW_TRACKING_URI"] = tracking_uri
     saved_uri = mlflow.get_tracking_uri() if tracking_uri else None
-    values = (credentials.username, credentials.password) if credentials else (None, None)
-    try:
-        for name, value in zip(names[:2], values):
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with environment_variables(values):
         if tracking_uri:
-            os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
             mlflow.set_tracking_uri(tracking_uri)
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        if saved_uri:
-            mlflow.set_tracking_uri(saved_uri)
+        try:
+            yield
+        finally:
+            if saved_uri:
+                mlflow.set_tracking_uri(saved_uri)
 
 
 def client(url: str, admin: Credentials):

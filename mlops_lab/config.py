@@ -8,12 +8,14 @@ temporary folder for every notebook. Nothing here runs at import time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
 import random
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +102,25 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def artifact_root(home: Path | None = None) -> Path:
     """The folder where runs of the embedded store keep their artifacts (``<workspace>/artifacts``)."""
     return (home or workspace()) / "artifacts"
+
+
+@contextlib.contextmanager
+def environment_variables(values: dict[str, str | None]) -> Iterator[None]:
+    """Set each variable (or unset it, for ``None``) for the ``with`` block, then restore them all."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def quiet_logs() -> None:

@@ -67,7 +67,9 @@ def _check_name(name: str) -> str:
 
 def names(which: str | Iterable[str] = "all") -> tuple[str, ...]:
     """``"all"`` or one or several environment names, checked and in dev, staging, prod order."""
-    wanted = ENVIRONMENTS if which == "all" else ([which] if isinstance(which, str) else list(which))
+    wanted = [which] if isinstance(which, str) else list(which)
+    if "all" in wanted:
+        wanted = list(ENVIRONMENTS)
     for name in wanted:
         _check_name(name)
     return tuple(n for n in ENVIRONMENTS if n in wanted)

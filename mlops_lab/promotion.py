@@ -28,11 +28,9 @@ Run one promotion at a time per model and target.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,22 +67,14 @@ class PromotionResult:
     sha256: str
 
 
-@contextlib.contextmanager
-def _fail_fast() -> Iterator[None]:
+def _fail_fast():
     """MLflow's client retries a dead server for minutes by default; a promotion gives up sooner
     (and cleans up) so a pipeline learns within seconds that a target is down."""
-    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
-    saved = {key: os.environ.get(key) for key in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    from mlops_lab.config import environment_variables
+
+    return environment_variables({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"})
 
 
 # MLflow writes this file into a downloaded registry model (its name and version in *that*

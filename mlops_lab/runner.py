@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -96,19 +95,14 @@ def fresh_workspace(keep: bool = False) -> Iterator[Path]:
 
     ``MLOPS_LAB_TRACKING_URI`` is unset meanwhile, so nothing is logged to a server you configured.
     """
+    from mlops_lab.config import environment_variables
+
     home = Path(tempfile.mkdtemp(prefix="mlops-lab-home-"))
-    saved = {k: os.environ.get(k) for k in ("MLOPS_LAB_HOME", "TQDM_DISABLE", "MLOPS_LAB_TRACKING_URI")}
-    os.environ.pop("MLOPS_LAB_TRACKING_URI", None)  # the embedded store of the fresh workspace
-    os.environ["MLOPS_LAB_HOME"] = str(home)
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield home
+    try:  # no MLOPS_LAB_TRACKING_URI: the embedded store of the fresh workspace
+        with environment_variables({"MLOPS_LAB_HOME": str(home), "TQDM_DISABLE": "1",
+                                    "MLOPS_LAB_TRACKING_URI": None}):
+            yield home
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
 

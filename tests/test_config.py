@@ -1,5 +1,6 @@
 """Workspace, tracking URI, seeds: resolved lazily, with clear errors."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,13 @@ def test_child_env_carries_the_tracking_uri_in_use_and_this_pythons_tools(monkey
     assert env["EXTRA"] == "1"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert config.child_env()["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5999"
+
+
+def test_environment_variables_are_set_unset_and_restored(monkeypatch):
+    monkeypatch.setenv("MLOPS_LAB_T_KEEP", "before")
+    monkeypatch.delenv("MLOPS_LAB_T_NEW", raising=False)
+    with pytest.raises(RuntimeError):
+        with config.environment_variables({"MLOPS_LAB_T_KEEP": None, "MLOPS_LAB_T_NEW": "during"}):
+            assert "MLOPS_LAB_T_KEEP" not in os.environ and os.environ["MLOPS_LAB_T_NEW"] == "during"
+            raise RuntimeError("the block fails")
+    assert os.environ["MLOPS_LAB_T_KEEP"] == "before" and "MLOPS_LAB_T_NEW" not in os.environ

@@ -20,6 +20,7 @@ from mlops_lab.processes import ManagedProcess, ProcessError, group_members, por
 def test_names_accept_all_one_or_several_in_pipeline_order():
     assert environments.names("all") == ("dev", "staging", "prod")
     assert environments.names(["prod", "dev"]) == ("dev", "prod")
+    assert environments.names(["all"]) == ("dev", "staging", "prod")  # `mlops-lab env up all`
     with pytest.raises(environments.EnvError, match="dev, staging, prod"):
         environments.names("production")
 
