@@ -33,11 +33,13 @@ BIKE_LEAKY = ["casual", "registered"]  # they add up to the target: known only a
 BIKE_CATEGORICAL = ["weathersit"]
 BIKE_NUMERIC = ["season", "hr", "holiday", "weekday", "workingday", "temp", "atemp", "hum", "windspeed"]
 BIKE_FEATURES = BIKE_NUMERIC + BIKE_CATEGORICAL
+BIKE_ENGINEERED_INPUT = BIKE_FEATURES + ["mnth"]  # the month feeds lesson 02's cyclic month rule
 
 SKOPS_TRUSTED_TYPES = [
     "sklearn.tree._tree.Tree",  # random forests, gradient boosting
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # hist gradient boosting
     "numpy.dtype",  # the imputers record the dtype they were fitted on
+    "mlops_lab.features.FeatureTransformer",  # lesson 02's feature rules, inside the model
 ]
 """Types MLflow 3's skops serialisation must be told to trust for the course's tree models.
 
@@ -95,9 +97,14 @@ def credit_split(frame: pd.DataFrame, test_size: float = 0.3, seed: int = SEED) 
     return Split(X_train, X_test, y_train, y_test)
 
 
-def time_split(frame: pd.DataFrame, train_months: list[str], test_months: list[str]) -> Split:
-    """A time-ordered split of Bikeshare by month: every test hour comes after every train hour."""
-    missing = [c for c in BIKE_FEATURES + [BIKE_TARGET, "mnth", "timestamp"] if c not in frame.columns]
+def time_split(frame: pd.DataFrame, train_months: list[str], test_months: list[str],
+               features: list[str] | None = None) -> Split:
+    """A time-ordered split of Bikeshare by month: every test hour comes after every train hour.
+
+    ``features`` are the input columns (default :data:`BIKE_FEATURES`; lesson 02's engineered
+    models take :data:`BIKE_ENGINEERED_INPUT`, which adds the month)."""
+    features = BIKE_FEATURES if features is None else features
+    missing = [c for c in features + [BIKE_TARGET, "mnth", "timestamp"] if c not in frame.columns]
     if missing:
         raise SplitError(f"Bikeshare data lacks the columns {missing}")
     train = frame[frame["mnth"].isin(train_months)]
@@ -106,7 +113,7 @@ def time_split(frame: pd.DataFrame, train_months: list[str], test_months: list[s
         raise SplitError(f"No rows for train months {train_months} or test months {test_months}")
     if train["timestamp"].max() >= test["timestamp"].min():
         raise SplitError("Test months must all come after the training months (time order).")
-    return Split(model_input(train[BIKE_FEATURES]), model_input(test[BIKE_FEATURES]),
+    return Split(model_input(train[features]), model_input(test[features]),
                  train[BIKE_TARGET], test[BIKE_TARGET])
 
 
@@ -157,12 +164,15 @@ BIKE_MODELS = {
 
 
 def credit_pipeline(model: str = "logistic_regression", seed: int = SEED, *,
-                    features: list[str] | None = None, impute: bool = True, **params) -> Pipeline:
+                    features: list[str] | None = None, impute: bool = True,
+                    engineered: bool | list[str] = False, **params) -> Pipeline:
     """Preprocessing (imputation, scaling, one-hot) + a classifier for German Credit.
 
     ``params`` go to the model. ``features`` restricts the columns the model uses (other input
     columns are ignored), e.g. to leave out a protected attribute; ``impute=False`` drops the
     imputers, which makes models that cannot handle missing values brittle (lesson 06 shows it).
+    ``engineered=True`` (or a list of rule names) puts lesson 02's :class:`~mlops_lab.features.FeatureTransformer`
+    first: cleaning plus the derived features, inside the model.
     """
     if model not in CREDIT_MODELS:
         raise ValueError(f"Unknown credit model {model!r}; choose one of {sorted(CREDIT_MODELS)}")
@@ -175,21 +185,42 @@ def credit_pipeline(model: str = "logistic_regression", seed: int = SEED, *,
     numeric = [c for c in CREDIT_NUMERIC if c in features]
     categorical = [c for c in CREDIT_CATEGORICAL if c in features]
     scale = model == "logistic_regression"
-    return Pipeline([("prep", _preprocessor(numeric, categorical, scale, impute)),
+    steps = []
+    if engineered:
+        steps, numeric, categorical = _engineered("german_credit", engineered, numeric, categorical)
+    return Pipeline([*steps, ("prep", _preprocessor(numeric, categorical, scale, impute)),
                      ("model", CREDIT_MODELS[model](seed, **params))])
 
 
+def _engineered(dataset: str, engineered: bool | list[str], numeric: list[str], categorical: list[str]):
+    from mlops_lab import features
+
+    chosen = None if engineered is True else list(engineered)
+    derived = features.derived_columns(dataset, chosen)
+    return ([("features", features.FeatureTransformer(dataset, chosen))],
+            numeric + derived["numeric"], categorical + derived["categorical"])
+
+
 def bike_pipeline(model: str = "random_forest", seed: int = SEED, *,
-                  numeric: list[str] | None = None, **params) -> Pipeline:
+                  numeric: list[str] | None = None, engineered: bool | list[str] = False,
+                  history: bool = False, **params) -> Pipeline:
     """Preprocessing + a regressor for Bikeshare demand; ``params`` go to the model.
 
     ``numeric`` replaces the numeric feature list (default :data:`BIKE_NUMERIC`), e.g. to show
-    what the leaky columns would do.
+    what the leaky columns would do. ``engineered=True`` (or a list of rule names) puts lesson 02's
+    feature rules first; ``history=True`` also uses the history features the feature store serves
+    (:data:`~mlops_lab.features.HISTORY_FEATURES`, which the input must then carry).
     """
+    from mlops_lab.features import HISTORY_FEATURES
+
     if model not in BIKE_MODELS:
         raise ValueError(f"Unknown bike model {model!r}; choose one of {sorted(BIKE_MODELS)}")
     scale = model in ("linear_regression", "ridge")
-    return Pipeline([("prep", _preprocessor(BIKE_NUMERIC if numeric is None else numeric, BIKE_CATEGORICAL, scale)),
+    numeric = list(BIKE_NUMERIC if numeric is None else numeric) + (HISTORY_FEATURES if history else [])
+    categorical, steps = list(BIKE_CATEGORICAL), []
+    if engineered:
+        steps, numeric, categorical = _engineered("bikeshare_hourly_2011", engineered, numeric, categorical)
+    return Pipeline([*steps, ("prep", _preprocessor(numeric, categorical, scale)),
                      ("model", BIKE_MODELS[model](seed, **params))])
 
 
