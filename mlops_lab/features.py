@@ -190,18 +190,22 @@ class FeatureTransformer(TransformerMixin, BaseEstimator):
     ``fit`` learns what cleaning needs from the training data (the capping quantiles); ``transform``
     returns the input columns, cleaned, plus one column per feature rule. Put it first in a
     pipeline: the same fitted object then runs in training, in batch scoring and inside the logged
-    model a server loads. ``features`` limits the derived columns (default: every rule); columns the
-    rules do not know (e.g. history features from the feature store) pass through unchanged.
+    model a server loads. ``features`` limits the derived columns (default: every rule);
+    ``extra_rules`` adds rules in the spec's form, e.g. ``{"amount_per_age": {"ratio":
+    ["credit_amount", "age"]}}``. Columns the rules do not know (e.g. history features from the
+    feature store) pass through unchanged.
     """
 
-    def __init__(self, dataset: str = "german_credit", features: list[str] | None = None) -> None:
+    def __init__(self, dataset: str = "german_credit", features: list[str] | None = None,
+                 extra_rules: dict | None = None) -> None:
         self.dataset = dataset
         self.features = features
+        self.extra_rules = extra_rules
 
     def _rules(self) -> tuple[dict, dict, dict[str, list]]:
         # a fitted transformer keeps the rules it was fitted with: editing the spec later does not
         # change a logged model
-        declared = getattr(self, "spec_", None) or spec(self.dataset)
+        declared = getattr(self, "spec_", None) or self._declared()
         rules = declared.get("features", {})
         chosen = list(rules) if self.features is None else list(self.features)
         unknown = [f for f in chosen if f not in rules]
@@ -212,8 +216,20 @@ class FeatureTransformer(TransformerMixin, BaseEstimator):
         order = {c: list(r["allowed"]) for c, r in declared["contract"].items() if "allowed" in r}
         return declared.get("cleaning", {}), {f: rules[f] for f in chosen}, order
 
+    def _declared(self) -> dict:
+        declared = spec(self.dataset)
+        extra = dict(self.extra_rules or {})
+        clash = sorted(set(extra) & set(declared.get("features", {})))
+        if clash:
+            raise FeatureError(f"extra rule(s) {clash} already exist in the {self.dataset} spec: pick new names")
+        for name, rule in extra.items():
+            if not isinstance(rule, dict) or not any(k in rule for k in _FEATURE_KINDS):
+                raise FeatureError(f"extra rule {name!r} must be a mapping with one of {list(_FEATURE_KINDS)}, "
+                                   f"e.g. {{'ratio': ['credit_amount', 'duration']}}; got {rule!r}")
+        return {**declared, "features": {**declared.get("features", {}), **extra}}
+
     def fit(self, X: pd.DataFrame, y=None) -> "FeatureTransformer":
-        self.spec_ = spec(self.dataset)
+        self.spec_ = self._declared()
         cleaning, _, _ = self._rules()
         if not isinstance(X, pd.DataFrame):
             raise FeatureError("FeatureTransformer needs a DataFrame with named columns")

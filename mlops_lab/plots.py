@@ -159,3 +159,41 @@ def group_rates(by_group: dict[str, pd.DataFrame], title: str = ""):
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def history_vs_target(frame: pd.DataFrame, features: list[str], target: str = "bikers"):
+    """One scatter per history feature against the target, with the correlation in the title."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(features), figsize=(4 * len(features), 3.2), sharey=True)
+    axes = [axes] if len(features) == 1 else list(axes)
+    for ax, column in zip(axes, features):
+        part = frame[[column, target]].dropna()
+        ax.scatter(part[column], part[target], s=4, alpha=0.3, color="#457b9d")
+        ax.set_title(f"{column}\ncorrelation {part[column].corr(part[target]):.2f}", fontsize=9)
+        ax.set_xlabel(column, fontsize=8)
+    axes[0].set_ylabel(f"{target} (this hour)")
+    fig.tight_layout()
+    return fig
+
+
+def latency_histograms(samples: dict[str, list[float]], unit: str = "ms", title: str = "Latency"):
+    """Overlaid histograms (log-scaled x) of latency samples, one per method, with p50 and p99 marked."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    values = [np.asarray(v, dtype=float) for v in samples.values()]
+    low = max(min(v.min() for v in values), 1e-4)
+    bins = np.geomspace(low, max(v.max() for v in values) * 1.01, 40)
+    for (name, v), color in zip(samples.items(), ["#457b9d", "#e76f51", "#2a9d8f", "#8d99ae"]):
+        p50, p99 = np.percentile(v, [50, 99])
+        ax.hist(v, bins=bins, alpha=0.55, color=color, label=f"{name}: p50 {p50:.3g}, p99 {p99:.3g} {unit}")
+        ax.axvline(p99, color=color, linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"latency ({unit}, log scale); dashed: p99")
+    ax.set_ylabel("lookups")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

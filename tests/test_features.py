@@ -71,6 +71,18 @@ def test_unknown_rules_and_missing_columns_are_named(credit_input):
         features.FeatureTransformer("credit").fit(credit_input)
 
 
+def test_extra_rules_are_added_and_checked(credit_input):
+    extra = {"amount_per_age": {"ratio": ["credit_amount", "age"], "says": "credit per year of age"}}
+    out = features.FeatureTransformer("german_credit", extra_rules=extra).fit(credit_input).transform(credit_input)
+    assert out.iloc[0]["amount_per_age"] == round(1169 / 67, 4) and "instalment" in out
+    only = features.FeatureTransformer("german_credit", ["amount_per_age"], extra).fit(credit_input)
+    assert list(only.get_feature_names_out())[-1] == "amount_per_age"
+    with pytest.raises(features.FeatureError, match="already exist"):
+        features.FeatureTransformer("german_credit", extra_rules={"instalment": {"ratio": ["a", "b"]}}).fit(credit_input)
+    with pytest.raises(features.FeatureError, match="must be a mapping"):
+        features.FeatureTransformer("german_credit", extra_rules={"x": {"divide": ["a", "b"]}}).fit(credit_input)
+
+
 def test_a_fitted_transformer_keeps_the_rules_it_was_fitted_with(credit_input):
     transformer = features.FeatureTransformer("german_credit").fit(credit_input)
     transformer.spec_ = {**transformer.spec_, "features": {"instalment": {"ratio": ["duration", "credit_amount"]}}}
