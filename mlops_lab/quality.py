@@ -481,6 +481,22 @@ def accept_batch(frame: pd.DataFrame, rules: Contract | str, name: str | None = 
     return frame
 
 
+def spoil(frame: pd.DataFrame, changes: dict[tuple[int, str], Any]) -> pd.DataFrame:
+    """A copy of ``frame`` with the cells ``{(row position, column): value}`` changed: a broken batch
+    to practise on. Category columns become plain text first, so any value can be written."""
+    out = frame.reset_index(drop=True).copy()
+    for (row, column), value in changes.items():
+        if column not in out.columns:
+            raise ContractError(f"spoil: no column {column!r} in the frame")
+        if isinstance(out[column].dtype, pd.CategoricalDtype):
+            out[column] = out[column].astype(object)
+        if value is None or isinstance(value, float) and not pd.api.types.is_float_dtype(out[column]):
+            if pd.api.types.is_integer_dtype(out[column]):
+                out[column] = out[column].astype("float64")
+        out.loc[row, column] = value
+    return out
+
+
 def class_balance(target: pd.Series) -> pd.DataFrame:
     """Counts and shares of each class of a classification target."""
     counts = target.value_counts().sort_index()

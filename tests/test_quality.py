@@ -156,6 +156,16 @@ def test_a_bad_batch_is_quarantined_with_its_report(credit_contract, home):
     assert list(table["name"]) == ["april"] and table.loc[0, "rows"] == 20
 
 
+def test_spoil_changes_only_the_named_cells():
+    credit = datasets.load_german_credit().head(5)
+    spoilt = quality.spoil(credit, {(0, "sex"): "mael", (1, "age"): None, (2, "duration"): 2.5})
+    assert spoilt.loc[0, "sex"] == "mael" and pd.isna(spoilt.loc[1, "age"]) and spoilt.loc[2, "duration"] == 2.5
+    assert spoilt.loc[3:].equals(credit.reset_index(drop=True).loc[3:].astype(spoilt.dtypes))
+    assert credit.loc[0, "sex"] == "male"  # the original is untouched
+    with pytest.raises(quality.ContractError, match="no column 'zip'"):
+        quality.spoil(credit, {(0, "zip"): 1})
+
+
 def test_missing_hours_of_2011():
     gaps = quality.missing_hours(datasets.load_bikeshare())
     assert gaps["expected_hours"].sum() == 8760
