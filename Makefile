@@ -53,6 +53,7 @@ bench: setup
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_prediction.py
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_serving.py
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_auth.py
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_features.py
 
 ui: setup
 	$(BIN)/mlops-lab ui --port $(PORT)

@@ -65,3 +65,42 @@ def test_auth_benchmark_writes_json_and_markdown(tmp_path, home):
     text = (tmp_path / "auth.md").read_text()
     assert "| basic auth, cache 60 s | read |" in text and "cached auth / auth" in text
     assert "@" not in (tmp_path / "auth.json").read_text(), "no URL with credentials in the results"
+
+
+@pytest.mark.integration
+def test_features_benchmark_writes_json_and_markdown(tmp_path, home):
+    import os
+
+    spec = importlib.util.spec_from_file_location("bench_features", ROOT / "benchmarks" / "bench_features.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(out=tmp_path, lookups=20, sizes=(300, 600), series=20, hours=24, naive_rows=50,
+                      check_rows=40, max_dask_pairs=10_000, warmup=5) == 0
+    assert os.environ["MLOPS_LAB_HOME"] == str(home), "the benchmark restores the workspace it found"
+    assert not list(home.iterdir()), "the stores and the server live in a temporary home of their own"
+    data = json.loads((tmp_path / "features.json").read_text())
+    online = {r["method"]: r for r in data["online"]}
+    assert list(online) == ["python dict (baseline)", "Feast SQLite, in process", "mlops_lab.featurestore.online",
+                            "Feast feature server, HTTP"]
+    assert all(r["correct"] and r["mismatches"] == 0 and r["lookups"] == 20 for r in online.values())
+    assert online["python dict (baseline)"]["p99_ratio"] == 1.0
+    assert online["Feast feature server, HTTP"]["server_startup_s"] > 0
+    assert set(data["goals"]) == {"in_process_p99_ms", "server_p99_ms"}
+    offline = data["offline"]
+    assert {r["size"] for r in offline} == {300, 600}
+    measured = [r for r in offline if not r["skipped"]]
+    for r in measured:
+        assert r["leaked_future_rows"] == 0 and r["expired_rows_served"] == 0 and r["mismatches"] == 0
+        assert r["checked_rows"] > 0 and r["rows_per_s"] > 0
+    by = {(r["method"], r["size"]): r for r in offline}
+    for size in (300, 600):
+        assert by[("pandas merge_asof (baseline)", size)]["throughput_ratio"] == 1.0
+        assert by[("Feast DuckDB offline store", size)]["correct"]
+    dask = by[("Feast file offline store (Dask)", 300)]
+    assert dask["rows_dropped"] > 0 and not dask["correct"], "Feast's Dask store drops labels with nothing in the TTL"
+    assert by[("Feast file offline store (Dask)", 600)]["skipped"].startswith("not run: ")
+    assert by[("naive filter per label", 300)]["entity_rows"] == 50 and ("naive filter per label", 600) not in by
+    text = (tmp_path / "features.md").read_text()
+    duckdb = by[("Feast DuckDB offline store", 600)]
+    assert f"| Feast DuckDB offline store | {duckdb['entity_rows']:,} | {duckdb['rows_per_s']:,.0f} | " in text
+    assert "| Feast feature server, HTTP | 20 |" in text and f"on {os.cpu_count()} CPUs" in text
