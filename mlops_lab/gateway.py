@@ -11,7 +11,15 @@ age (read as 1) and ``2.5`` years as an integer (truncated). This module puts an
   misspelt: with a suggestion), one type per column, no null in a required column, no all-null
   row, no NaN or infinity, a row limit;
 - every refusal is a 4xx with a JSON body ``{"error_code": ..., "message": ...}`` whose message
-  names the problem (column, row, what was expected), never a 5xx and never a silent prediction.
+  names the problem (column, row, what was expected), never a 5xx and never a silent prediction;
+- when the model carries a **data contract** (the raw-input rules of
+  ``mlops_lab/specs/<dataset>.yaml``, logged in its ``MLmodel`` metadata by
+  :func:`mlops_lab.training.log_sklearn_model`), every well-typed value is also checked against
+  it: an unknown category, an amount below zero or an age of 7 gets 400 ``CONTRACT_VIOLATION``
+  naming row, column, value and rule in the very words of the training-time validation report
+  (:meth:`mlops_lab.quality.Contract.problem`). With ``contract_policy="flag"`` such rows are
+  scored instead, the answer lists them under ``contract_violations`` and ``GET /metrics``
+  (Prometheus text) counts them per rule.
 
 The same server has three back ends behind the contract:
 
@@ -22,7 +30,8 @@ The same server has three back ends behind the contract:
 
 Run it with ``python -m mlops_lab.gateway --model-uri URI --backend onnx --port 5002``, or from
 Python with :func:`mlops_lab.serving.gateway_server`. It answers ``/ping``, ``/health``,
-``/version``, ``/invocations`` like MLflow's server, and ``/contract`` with what it accepts.
+``/version``, ``/invocations`` like MLflow's server, ``/contract`` with what it accepts and
+``/metrics`` with its data-contract counters (one set per worker process).
 """
 
 from __future__ import annotations
@@ -39,9 +48,12 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
+
+from mlops_lab import quality
 
 MAX_BODY_BYTES = 1_000_000
 """Largest request body accepted (bytes); larger bodies get 413."""
@@ -49,6 +61,14 @@ MAX_ROWS = 5_000
 """Most rows accepted in one request; more get 413 (send them in chunks)."""
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 BACKENDS = ("pyfunc", "onnx", "proxy")
+CONTRACT_POLICIES = ("refuse", "flag")
+"""What the gateway does with a row that breaks the model's data contract: refuse the request
+(400 ``CONTRACT_VIOLATION``) or score it and flag it (``contract_violations`` + a counter)."""
+DATA_CONTRACT_KEY = "data_contract"
+"""The key of the data contract in a logged model's metadata (``MLmodel``)."""
+VIOLATIONS_METRIC = "mlops_gateway_contract_violations"
+"""Prometheus counter (exposed as ``mlops_gateway_contract_violations_total{rule, action}``): rows
+that broke a rule of the data contract, ``action="refused"`` or ``"flagged"`` (scored anyway)."""
 FLOAT32_MAX = 3.4028234663852886e38
 _log = logging.getLogger("mlops_lab.gateway")
 _KIND_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false"}
@@ -69,6 +89,19 @@ class RequestError(ValueError):
 
     def to_json(self) -> dict[str, str]:
         return {"error_code": self.code, "message": self.message}
+
+
+class ContractViolation(RequestError):
+    """A well-typed request whose values break the model's data contract (400 ``CONTRACT_VIOLATION``).
+
+    ``violations`` lists every offending value as ``{"row", "column", "value", "rule", "message"}``;
+    the message shows the first five, each as ``row R, <the training report's sentence>``."""
+
+    def __init__(self, violations: list[dict]) -> None:
+        shown = "; ".join(f"row {v['row']}, {v['message']}" for v in violations[:5])
+        more = f" (first 5 of {len(violations)} problems shown)" if len(violations) > 5 else ""
+        super().__init__(400, shown + more, "CONTRACT_VIOLATION")
+        self.violations = violations
 
 
 def _type_name(value: Any) -> str:
@@ -119,15 +152,41 @@ class Column:
 
 @dataclass(frozen=True)
 class InputContract:
-    """The inputs a model accepts, from its MLflow signature, and the parser that enforces them."""
+    """The inputs a model accepts, from its MLflow signature, and the parser that enforces them.
+
+    ``data_contract`` (a :class:`~mlops_lab.quality.Contract`, normally the one logged with the
+    model) adds the value rules of the raw input: allowed categories and ranges, checked on every
+    present value of its columns after the type checks; ``contract_policy`` says what a row that
+    breaks them gets (:data:`CONTRACT_POLICIES`). Signature columns the data contract does not
+    cover are checked for their type only.
+    """
 
     columns: tuple[Column, ...]
     max_rows: int = MAX_ROWS
     max_body_bytes: int = MAX_BODY_BYTES
+    data_contract: quality.Contract | None = None
+    contract_policy: str = "refuse"
+
+    def __post_init__(self) -> None:
+        if self.contract_policy not in CONTRACT_POLICIES:
+            raise ValueError(f"unknown contract policy {self.contract_policy!r}; choose one of {CONTRACT_POLICIES}")
 
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @cached_property
+    def value_rules(self) -> tuple[quality.ColumnRule, ...]:
+        """The data contract's rules for this model's columns, in the signature's order."""
+        if self.data_contract is None:
+            return ()
+        return tuple(self.data_contract.columns[c.name] for c in self.columns if c.name in self.data_contract.columns)
+
+    @cached_property
+    def _screens(self) -> tuple:
+        # (column, rule, allowed set or None): a C-speed first look at a whole column; a column it
+        # cannot clear is checked value by value with Contract.problem, which has the last word
+        return tuple((r.column, r, frozenset(r.allowed) if r.allowed is not None else None) for r in self.value_rules)
 
     @classmethod
     def from_signature(cls, signature, **kwargs) -> "InputContract":
@@ -145,13 +204,30 @@ class InputContract:
 
     @classmethod
     def from_model(cls, model_uri: str, **kwargs) -> "InputContract":
-        return cls.from_signature(_local_model(model_uri)[1].signature, **kwargs)
+        """The contract of a logged model: its signature and, when it carries one, its data contract
+        (``data_contract=None`` leaves the data contract out; ``contract_policy`` is passed on)."""
+        model = _local_model(model_uri)[1]
+        if "data_contract" not in kwargs:
+            kwargs["data_contract"] = _contract_in(model)
+        return cls.from_signature(model.signature, **kwargs)
 
     def describe(self) -> dict:
-        """What the server accepts, as JSON (served at ``/contract``)."""
-        return {"columns": [{"name": c.name, "type": c.kind, "required": c.required} for c in self.columns],
-                "formats": [*INPUT_KEYS, "text/csv"], "max_rows": self.max_rows,
-                "max_body_bytes": self.max_body_bytes}
+        """What the server accepts, as JSON (served at ``/contract``), with the data contract's rules."""
+        out = {"columns": [{"name": c.name, "type": c.kind, "required": c.required} for c in self.columns],
+               "formats": [*INPUT_KEYS, "text/csv"], "max_rows": self.max_rows,
+               "max_body_bytes": self.max_body_bytes}
+        if self.data_contract is not None:
+            rules = []
+            for r in self.value_rules:
+                rule = {"column": r.column, "rule": r.rule, "says": r.says}
+                if r.allowed is not None:
+                    rule["allowed"] = list(r.allowed)
+                if r.range is not None:
+                    rule["range"] = list(r.range)
+                rules.append(rule)
+            out["data_contract"] = {"name": self.data_contract.name, "version": self.data_contract.version,
+                                    "policy": self.contract_policy, "rules": rules}
+        return out
 
     # -- parsing ---------------------------------------------------------------------------------
     def parse(self, body: bytes, content_type: str | None) -> tuple[pd.DataFrame, dict | None]:
@@ -173,6 +249,47 @@ class InputContract:
     def parse_columns(self, body: bytes, content_type: str | None) -> tuple[dict[str, list], dict | None]:
         """Like :meth:`parse`, but the checked values come as plain lists, one per column, in the
         contract's order (no pandas: the fast path feeds them to onnxruntime directly)."""
+        columns, params = self.check_types(body, content_type)
+        self.enforce(columns)
+        return columns, params
+
+    def enforce(self, columns: dict[str, list]) -> list[dict]:
+        """Apply the data contract to checked columns: under ``refuse`` raise
+        :class:`ContractViolation` if a value breaks it; under ``flag`` return the violations."""
+        if not self.value_rules:
+            return []
+        found = self.violations(columns)
+        if found and self.contract_policy == "refuse":
+            raise ContractViolation(found)
+        return found
+
+    def violations(self, columns: dict[str, list]) -> list[dict]:
+        """Every value of checked columns that breaks the data contract, in row order, as
+        ``{"row", "column", "value", "rule", "message"}``; the message is exactly
+        :meth:`~mlops_lab.quality.Contract.problem`'s (the training-time report's sentence)."""
+        found = []
+        for position, (name, rule, allowed) in enumerate(self._screens):
+            values = columns[name]
+            if allowed is not None:
+                if allowed.issuperset(values):
+                    continue
+            elif rule.range is not None:
+                try:
+                    if rule.range[0] <= min(values) and max(values) <= rule.range[1]:
+                        continue
+                except (TypeError, ValueError):  # a null among them (an optional column): one by one
+                    pass
+            for row, value in enumerate(values):
+                message = self.data_contract.problem(name, value)
+                if message is not None:
+                    found.append((row, position, {"row": row, "column": name, "value": value, "rule": rule.rule,
+                                                  "message": message}))
+        found.sort(key=lambda item: item[:2])
+        return [item[2] for item in found]
+
+    def check_types(self, body: bytes, content_type: str | None) -> tuple[dict[str, list], dict | None]:
+        """The request's values checked against the signature (format, names, types), as plain lists;
+        the data contract is :meth:`enforce`'s job."""
         if len(body) > self.max_body_bytes:
             raise RequestError(413, f"the body has {len(body):,} bytes; the limit is {self.max_body_bytes:,}. "
                                     f"Send at most {self.max_rows:,} rows per request.", "PAYLOAD_TOO_LARGE")
@@ -537,15 +654,36 @@ def _input_example(model_uri: str, contract: InputContract) -> pd.DataFrame:
     if example is None:
         raise ValueError(f"{model_uri} has no input example; the ONNX back end needs one to check parity")
     body, content_type = serving.payload(pd.DataFrame(example), "dataframe_split")
-    return contract.parse(body, content_type)[0]
+    return contract.to_frame(contract.check_types(body, content_type)[0])  # types only: parity, not policy
+
+
+def _contract_in(model) -> quality.Contract | None:
+    """The data contract in a loaded ``MLmodel``'s metadata, or ``None``."""
+    spec = (model.metadata or {}).get(DATA_CONTRACT_KEY)
+    return None if spec is None else quality.Contract.from_dict(spec)
+
+
+def data_contract(model_uri: str) -> quality.Contract | None:
+    """The data contract a logged model carries (its ``MLmodel`` metadata), or ``None`` if it has none.
+
+    ``model_uri`` is anything MLflow resolves (``runs:/``, ``models:/name@alias``, ``models:/m-...``,
+    a local folder); only the ``MLmodel`` file is read. It is the contract the gateway enforces."""
+    from mlflow.models import Model
+
+    return _contract_in(Model.load(model_uri))
 
 
 # -- the app --------------------------------------------------------------------------------------
 
 def build_app(contract: InputContract, backend: Backend):
-    """A Starlette app speaking MLflow's scoring protocol, with ``contract`` in front of ``backend``."""
+    """A Starlette app speaking MLflow's scoring protocol, with ``contract`` in front of ``backend``.
+
+    ``GET /metrics`` serves the data-contract counter :data:`VIOLATIONS_METRIC` in Prometheus text
+    format: one series per rule, at zero until a row breaks it (each worker process counts its own)."""
     from importlib.metadata import version
 
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client import Counter as PromCounter
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -553,6 +691,17 @@ def build_app(contract: InputContract, backend: Backend):
 
     mlflow_version = version("mlflow")
     fast = hasattr(backend, "predict_columns")
+    flagging = contract.contract_policy == "flag"
+    registry = CollectorRegistry()
+    broken = PromCounter(VIOLATIONS_METRIC, "Rows that broke a rule of the model's data contract: refused "
+                         "(the request got 400) or flagged (scored, and listed in the answer)",
+                         ["rule", "action"], registry=registry)
+    for rule in dict.fromkeys(r.rule for r in contract.value_rules):
+        broken.labels(rule=rule, action="flagged" if flagging else "refused")  # a series at zero from the start
+
+    def count(violations: list[dict], action: str) -> None:
+        for _, rule in {(v["row"], v["rule"]) for v in violations}:  # rows per rule, not values
+            broken.labels(rule=rule, action=action).inc()
 
     async def ping(request: Request) -> Response:
         return Response("\n", media_type="application/json")
@@ -567,6 +716,9 @@ def build_app(contract: InputContract, backend: Backend):
     async def describe(request: Request) -> Response:
         return answer({**contract.describe(), "backend": backend.name})
 
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     async def invocations(request: Request) -> Response:
         try:
             try:
@@ -577,7 +729,11 @@ def build_app(contract: InputContract, backend: Backend):
                 raise RequestError(413, f"the body has {declared:,} bytes; the limit is {contract.max_body_bytes:,}",
                                    "PAYLOAD_TOO_LARGE")
             body = await _read_body(request, contract.max_body_bytes)
-            columns, _ = contract.parse_columns(body, request.headers.get("content-type"))
+            columns, _ = contract.check_types(body, request.headers.get("content-type"))
+            flagged = contract.enforce(columns)
+        except ContractViolation as error:
+            count(error.violations, "refused")
+            return answer(error.to_json(), error.status)
         except RequestError as error:
             return answer(error.to_json(), error.status)
         try:
@@ -591,6 +747,9 @@ def build_app(contract: InputContract, backend: Backend):
             _log.exception("the model failed on a checked request")
             return answer({"error_code": "INTERNAL_ERROR",
                            "message": "the model failed on a valid request; the server's log has the details"}, 500)
+        if flagging and status == 200:
+            count(flagged, "flagged")
+            document = {**document, "contract_violations": flagged}
         return answer(document, status)
 
     @contextlib.asynccontextmanager
@@ -599,7 +758,8 @@ def build_app(contract: InputContract, backend: Backend):
         await backend.close()
 
     return Starlette(routes=[Route("/ping", ping), Route("/health", ping), Route("/version", version_route),
-                             Route("/contract", describe), Route("/invocations", invocations, methods=["POST"])],
+                             Route("/contract", describe), Route("/metrics", metrics),
+                             Route("/invocations", invocations, methods=["POST"])],
                      lifespan=lifespan)
 
 
@@ -628,7 +788,8 @@ def make_backend(backend: str, model_uri: str, contract: InputContract, upstream
 def app_from_env():
     """The app described by ``MLOPS_LAB_GATEWAY_*`` variables (uvicorn's factory for several workers)."""
     model_uri = os.environ["MLOPS_LAB_GATEWAY_MODEL_URI"]
-    contract = InputContract.from_model(model_uri)
+    contract = InputContract.from_model(model_uri,
+                                        contract_policy=os.environ.get("MLOPS_LAB_GATEWAY_CONTRACT_POLICY") or "refuse")
     backend = make_backend(os.environ.get("MLOPS_LAB_GATEWAY_BACKEND", "onnx"), model_uri, contract,
                            os.environ.get("MLOPS_LAB_GATEWAY_UPSTREAM") or None)
     return build_app(contract, backend)
@@ -639,6 +800,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-uri", required=True, help="runs:/..., models:/name@alias, or models:/m-...")
     parser.add_argument("--backend", choices=BACKENDS, default="onnx")
     parser.add_argument("--upstream", help="URL of the MLflow scoring server (proxy back end)")
+    parser.add_argument("--contract-policy", choices=CONTRACT_POLICIES, default="refuse",
+                        help="a row that breaks the model's data contract: refuse the request (400) or "
+                             "score it and flag it in the answer and in /metrics")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5002)
     parser.add_argument("--workers", type=int, default=1)
@@ -646,7 +810,8 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     os.environ.update({"MLOPS_LAB_GATEWAY_MODEL_URI": args.model_uri, "MLOPS_LAB_GATEWAY_BACKEND": args.backend,
-                       "MLOPS_LAB_GATEWAY_UPSTREAM": args.upstream or ""})
+                       "MLOPS_LAB_GATEWAY_UPSTREAM": args.upstream or "",
+                       "MLOPS_LAB_GATEWAY_CONTRACT_POLICY": args.contract_policy})
     uvicorn.run("mlops_lab.gateway:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, access_log=False, log_level="warning")
     return 0
@@ -669,11 +834,14 @@ class BadRequest:
     says: str
 
 
-def malformed_requests(example: pd.DataFrame) -> list[BadRequest]:
+def malformed_requests(example: pd.DataFrame, contract: quality.Contract | str | None = None) -> list[BadRequest]:
     """The corpus of malformed requests for a model whose input looks like ``example`` (one valid row or more).
 
     ``example`` needs at least one integer column and one string column (the credit model's input).
     Each entry is refused by :class:`InputContract` with ``status`` and a message containing ``says``.
+    With the model's data ``contract`` (a :class:`~mlops_lab.quality.Contract` or a dataset's name),
+    the corpus also holds well-typed requests that only the contract refuses: an unknown category,
+    integers outside their range, an integer category outside its set (:func:`contract_requests`).
     """
     from mlops_lab.serving import _json_values
 
@@ -773,4 +941,78 @@ def malformed_requests(example: pd.DataFrame) -> list[BadRequest]:
                                                                                  for k, v in enumerate(row))).encode(),
                    "text/csv", 400, "expected an integer"),
     ]
+    return cases + (contract_requests(example, contract) if contract is not None else [])
+
+
+def contract_requests(example: pd.DataFrame, contract: quality.Contract | str) -> list[BadRequest]:
+    """Well-typed requests that break the data ``contract`` (400, ``says``: the refusal's exact words).
+
+    For each kind of rule that the contract has among ``example``'s columns: an unknown category
+    (``"mael"`` in the first text column with allowed values; also in the wrong case, in the third of
+    three rows, and as CSV), a negative integer, integers below and above their range, and an
+    integer category outside its set. The example's first row must keep the contract.
+    """
+    from mlops_lab.serving import _json_values
+
+    rules = quality.contract(contract) if isinstance(contract, str) else contract
+    columns = [str(c) for c in example.columns]
+    rules = rules.inputs(columns)
+    row = _json_values(example.head(1))[0]
+    broken = [f"{c}: {rules.problem(c, v)}" for c, v in zip(columns, row) if c in rules.columns and rules.problem(c, v)]
+    if broken:
+        raise ValueError(f"the example's first row breaks the data contract itself: {broken}")
+    J = "application/json"
+
+    def kind(column: str) -> str:
+        return "text" if example[column].dtype == object else "integer" if example[column].dtype.kind in "iu" else "other"
+
+    def with_value(column: str, value) -> list:
+        out = list(row)
+        out[columns.index(column)] = value
+        return out
+
+    def split(*data: list) -> bytes:
+        return json.dumps({"dataframe_split": {"columns": columns, "data": list(data)}}).encode()
+
+    def says(column: str, value, at: int = 0) -> str:
+        return f"row {at}, {rules.problem(column, value)}"
+
+    def first_breaking(column: str, candidates) -> Any:
+        return next((v for v in candidates if rules.problem(column, v)), None)
+
+    cases = []
+    categories = [c for c in columns if c in rules.columns and kind(c) == "text" and rules.columns[c].allowed]
+    if categories:
+        c = categories[0]
+        bad = first_breaking(c, ["mael", "not a category"])
+        wrong_case = first_breaking(c, [str(row[columns.index(c)]).title(), str(row[columns.index(c)]).upper()])
+        cases.append(BadRequest("unknown category", split(with_value(c, bad)), J, 400, says(c, bad)))
+        if wrong_case is not None:
+            cases.append(BadRequest("category in the wrong case", json.dumps(
+                {"dataframe_records": [dict(zip(columns, with_value(c, wrong_case)))]}).encode(), J, 400, says(c, wrong_case)))
+        cases.append(BadRequest("unknown category in the third row", split(row, row, with_value(c, bad)), J, 400,
+                                says(c, bad, 2)))
+        csv_row = ",".join(str(v) for v in with_value(c, bad))
+        cases.append(BadRequest("CSV with an unknown category", (",".join(columns) + "\n" + csv_row).encode(),
+                                "text/csv", 400, says(c, bad)))
+    ranged = [c for c in columns if c in rules.columns and kind(c) == "integer" and rules.columns[c].range]
+    if ranged:
+        low, high = (int(v) for v in rules.columns[ranged[0]].range)
+        negative = first_breaking(ranged[0], [-abs(int(row[columns.index(ranged[0])])), -1, low - 1])
+        if negative is not None:
+            cases.append(BadRequest("negative integer", split(with_value(ranged[0], negative)), J, 400,
+                                    says(ranged[0], negative)))
+        c = ranged[-1]
+        low, high = (int(v) for v in rules.columns[c].range)
+        below = low - 11 if low > 11 else low - 1  # an age of 7
+        cases.append(BadRequest("integer below its range", split(with_value(c, below)), J, 400, says(c, below)))
+        c = ranged[1] if len(ranged) > 2 else ranged[0]
+        high = int(rules.columns[c].range[1])
+        cases.append(BadRequest("integer above its range", json.dumps(
+            {"inputs": {k: [v] for k, v in zip(columns, with_value(c, high + 1))}}).encode(), J, 400, says(c, high + 1)))
+    levels = [c for c in columns if c in rules.columns and kind(c) == "integer" and rules.columns[c].allowed]
+    if levels:
+        c = levels[0]
+        bad = first_breaking(c, [9, max(rules.columns[c].allowed) + 1])
+        cases.append(BadRequest("integer category outside its set", split(with_value(c, bad)), J, 400, says(c, bad)))
     return cases

@@ -101,20 +101,26 @@ def model_server(model_uri: str, *, port: int | None = None, workers: int = 1, t
 
 
 def gateway_server(model_uri: str, *, backend: str = "onnx", upstream: str | None = None, port: int | None = None,
-                   workers: int = 1, timeout: float = 120.0, env: dict[str, str] | None = None) -> ModelServer:
+                   workers: int = 1, timeout: float = 120.0, env: dict[str, str] | None = None,
+                   contract_policy: str = "refuse") -> ModelServer:
     """The validating scoring server of :mod:`mlops_lab.gateway` for ``model_uri``, as a managed process.
 
     ``backend`` is ``onnx`` (the fast path), ``pyfunc`` (the MLflow model in-process) or ``proxy``
     (a validating layer in front of the MLflow scoring server at ``upstream``). Same protocol as
-    :func:`model_server`; malformed requests get a 4xx that names the problem.
+    :func:`model_server`; malformed requests get a 4xx that names the problem. When the model
+    carries a data contract, ``contract_policy="refuse"`` answers a row that breaks it with 400;
+    ``"flag"`` scores it, lists it in the answer and counts it on ``/metrics``.
     """
     from mlops_lab import config
+    from mlops_lab.gateway import CONTRACT_POLICIES
 
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if contract_policy not in CONTRACT_POLICIES:
+        raise ValueError(f"unknown contract policy {contract_policy!r}; choose one of {CONTRACT_POLICIES}")
     port = port or free_port()
     args = [sys.executable, "-m", "mlops_lab.gateway", "--model-uri", model_uri, "--backend", backend,
-            "--host", LOOPBACK, "--port", str(port), "--workers", str(workers)]
+            "--host", LOOPBACK, "--port", str(port), "--workers", str(workers), "--contract-policy", contract_policy]
     if upstream:
         args += ["--upstream", upstream]
     server = ModelServer(args, name=f"gateway-{backend}", port=port, health_url=f"http://{LOOPBACK}:{port}/ping",

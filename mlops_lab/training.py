@@ -237,13 +237,15 @@ class TrackedModel:
 def fit_and_log_credit(model: str, split: Split, *, run_name: str | None = None,
                        tags: dict[str, str] | None = None, seed: int = SEED,
                        features: list[str] | None = None, impute: bool = True,
-                       intended_use: str | None = None, **params) -> TrackedModel:
+                       intended_use: str | None = None,
+                       contract: "str | quality.Contract | None" = "german_credit", **params) -> TrackedModel:
     """Train a credit pipeline in its own MLflow run and log everything a reviewer needs.
 
     Logged: parameters (model, hyperparameters, seed, sizes, features), tags (including the
     ``code_version`` and, when given, the ``intended_use``), the train and test data as dataset
     inputs (lineage), test metrics (including the credit cost), a confusion-matrix figure, and the
-    model with signature and input example.
+    model with signature, input example and the raw-input **data contract** (``contract``, German
+    Credit's by default; ``None`` logs none), which the validating gateway enforces.
     """
     import matplotlib.pyplot as plt
     import mlflow
@@ -269,7 +271,7 @@ def fit_and_log_credit(model: str, split: Split, *, run_name: str | None = None,
         fig = plots.confusion(split.y_test, predicted, title=run_name or model)
         mlflow.log_figure(fig, "confusion_matrix.png")
         plt.close(fig)
-        info = log_sklearn_model(pipeline, split.X_train)
+        info = log_sklearn_model(pipeline, split.X_train, contract=contract)
     return TrackedModel(pipeline, run.info.run_id, info.model_uri, metrics)
 
 
@@ -298,13 +300,18 @@ def model_requirements() -> list[str]:
     return [f"{package}=={version(package)}" for package in MODEL_PACKAGES]
 
 
-def log_sklearn_model(pipeline: Pipeline, X_example: pd.DataFrame, name: str = "model", **kwargs):
+def log_sklearn_model(pipeline: Pipeline, X_example: pd.DataFrame, name: str = "model", *,
+                      contract: "str | quality.Contract | None" = None, **kwargs):
     """Log a fitted pipeline to the active run with a signature, an input example and pinned requirements.
 
     Passes the course's :data:`SKOPS_TRUSTED_TYPES`, so tree models serialise with skops, and
     :func:`model_requirements` unless requirements are given (``pip_requirements``, or
-    ``extra_pip_requirements`` to add to what MLflow infers). Returns MLflow's ``ModelInfo``
-    (``model_uri`` loads it back).
+    ``extra_pip_requirements`` to add to what MLflow infers). ``contract`` (a
+    :class:`~mlops_lab.quality.Contract` or a dataset's name, e.g. ``"german_credit"``) stores the
+    raw-input data contract in the model's metadata (``MLmodel``, key ``data_contract``): only the
+    input columns of the signature, no target, so it travels wherever the model's files go and the
+    validating gateway enforces it (:func:`mlops_lab.gateway.data_contract` reads it back). Other
+    ``metadata`` given is kept. Returns MLflow's ``ModelInfo`` (``model_uri`` loads it back).
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -312,6 +319,15 @@ def log_sklearn_model(pipeline: Pipeline, X_example: pd.DataFrame, name: str = "
     if not {"pip_requirements", "extra_pip_requirements", "conda_env"} & set(kwargs):
         kwargs["pip_requirements"] = model_requirements()
     example = model_input(X_example.head(5))
+    if contract is not None:
+        from mlops_lab import quality
+
+        rules = quality.contract(contract) if isinstance(contract, str) else contract
+        inputs = rules.inputs([str(c) for c in example.columns])
+        if not inputs.columns:
+            raise ValueError(f"the data contract {rules.name!r} has none of the model's input columns "
+                             f"{list(example.columns)}: is it the contract of another dataset?")
+        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), "data_contract": inputs.to_dict()}
     with warnings.catch_warnings():
         # The hint that integer columns cannot hold missing values: our inputs are required.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")

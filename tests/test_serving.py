@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -13,7 +16,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """A logged credit model (logistic regression) downloaded to a folder: servable without a tracking store."""
+    """A logged credit model (logistic regression) downloaded to a folder: servable without a tracking store.
+
+    ``uri`` was logged without a data contract; ``guarded_uri`` is the same pipeline logged with German
+    Credit's (``contract_read`` is what :func:`gateway.data_contract` read back from the tracking store)."""
     import mlflow
 
     root = tmp_path_factory.mktemp("served-model")
@@ -25,10 +31,14 @@ def model(tmp_path_factory):
         experiment = mlflow.create_experiment("served-model", artifact_location=(root / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
             info = training.log_sklearn_model(pipeline, split.X_train)
+            guarded = training.log_sklearn_model(pipeline, split.X_train, name="guarded", contract="german_credit")
         path = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(root / "model"))
+        guarded_path = mlflow.artifacts.download_artifacts(guarded.model_uri, dst_path=str(root / "guarded"))
+        read = {"logged": gateway.data_contract(guarded.model_uri), "plain": gateway.data_contract(info.model_uri),
+                "info": mlflow.models.get_model_info(guarded.model_uri).metadata}
     finally:
         mlflow.set_tracking_uri(saved)
-    return {"uri": path, "pipeline": pipeline, "X": split.X_test}
+    return {"uri": path, "pipeline": pipeline, "X": split.X_test, "guarded_uri": guarded_path, "contract_read": read}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +56,20 @@ def fast_server(model):
 @pytest.fixture(scope="module")
 def pyfunc_gateway(model):
     with serving.gateway_server(model["uri"], backend="pyfunc") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def guarded_server(model):
+    """The ONNX gateway for the model that carries the data contract (default policy: refuse)."""
+    with serving.gateway_server(model["guarded_uri"], backend="onnx") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def flag_server(model):
+    """The pyfunc gateway for the same model, scoring and flagging what breaks the contract."""
+    with serving.gateway_server(model["guarded_uri"], backend="pyfunc", contract_policy="flag") as server:
         yield server
 
 
@@ -79,14 +103,14 @@ def test_every_gateway_backend_answers_every_format_like_the_model(request, whic
     assert [c["name"] for c in contract["columns"]] == list(X.columns)
 
 
-@pytest.mark.parametrize("which", ["fast_server", "proxy_server"])
+@pytest.mark.parametrize("which", ["fast_server", "proxy_server", "guarded_server"])
 def test_every_malformed_request_gets_a_4xx_naming_the_problem_and_valid_ones_still_work(request, which, model):
     server = request.getfixturevalue(which)
     client = server.client()
     X = model["X"].head(3)
     expected = model["pipeline"].predict(X)
-    corpus = gateway.malformed_requests(X)
-    assert len(corpus) >= 30
+    corpus = gateway.malformed_requests(X, contract=gateway.data_contract(server.model_uri))
+    assert len(corpus) == 55 + (8 if which == "guarded_server" else 0)
     for case in corpus:
         answer = client.post(case.body, case.content_type)
         assert answer.status == case.status, (case.name, answer.status, answer.body)
@@ -101,7 +125,7 @@ def test_mlflow_scoring_server_alone_lets_malformed_requests_through(mlflow_serv
     """Why the gateway exists: MLflow 3.17's server answers some bad requests with 5xx or a prediction."""
     client = serving.ScoringClient(mlflow_server.url)
     outcomes = {}
-    for case in gateway.malformed_requests(model["X"].head(3)):
+    for case in gateway.malformed_requests(model["X"].head(3), contract="german_credit"):
         try:
             outcomes[case.name] = client.post(case.body, case.content_type).status
         except serving.ServingError:
@@ -110,6 +134,7 @@ def test_mlflow_scoring_server_alone_lets_malformed_requests_through(mlflow_serv
     assert outcomes["deep nesting"] >= 500
     silent = [name for name, status in outcomes.items() if status == 200]
     assert {"extra column", "boolean in an integer column", "fraction in an integer column"} <= set(silent), silent
+    assert {case.name for case in gateway.contract_requests(model["X"].head(3), "german_credit")} <= set(silent), silent
     assert mlflow_server.client().ping()
 
 
@@ -170,3 +195,79 @@ def test_payload_rejects_unknown_formats_and_csv_params(model):
         serving.payload(model["X"].head(1), "csv", {"a": 1})
     with pytest.raises(ValueError, match="workers"):
         serving.model_server("models:/x", workers=0)
+
+
+# -- the data contract, from training to serving ----------------------------------------------------
+
+def counters(client: serving.ScoringClient) -> dict[tuple[str, str], float]:
+    """``/metrics``' data-contract counter: (rule, action) -> rows."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.labels["rule"], s.labels["action"]): s.value
+            for family in text_string_to_metric_families(client._get("/metrics").text)
+            for s in family.samples if s.name == gateway.VIOLATIONS_METRIC + "_total"}
+
+
+def test_the_data_contract_travels_inside_the_logged_model(model):
+    import mlflow
+
+    from mlops_lab import quality
+
+    expected = quality.contract("german_credit").inputs(list(model["X"].columns)).to_dict()
+    read = model["contract_read"]
+    assert read["logged"].to_dict() == expected and read["info"]["data_contract"] == expected
+    assert read["plain"] is None and gateway.data_contract(model["uri"]) is None
+    assert gateway.data_contract(model["guarded_uri"]).to_dict() == expected  # the downloaded files carry it
+    carried = mlflow.pyfunc.load_model(model["guarded_uri"]).metadata.metadata["data_contract"]
+    assert carried == expected and "risk" not in carried["contract"]
+
+
+def test_a_contract_of_another_dataset_is_refused_at_logging_time(model):
+    import mlflow
+
+    with mlflow.start_run(), pytest.raises(ValueError, match="none of the model's input columns"):
+        training.log_sklearn_model(model["pipeline"], model["X"], contract="bikeshare_hourly_2011")
+
+
+def test_a_model_without_a_contract_still_scores_what_only_a_contract_refuses(fast_server, model):
+    client = fast_server.client()
+    for case in gateway.contract_requests(model["X"].head(3), "german_credit"):
+        answer = client.post(case.body, case.content_type)
+        assert answer.status == 200 and list(answer.body) == ["predictions"], (case.name, answer.body)
+    assert "data_contract" not in client._get("/contract").json() and counters(client) == {}
+
+
+def test_the_refusing_gateway_names_row_column_value_and_rule_and_counts(guarded_server, model):
+    client = guarded_server.client()
+    X = model["X"].head(3)
+    assert client._get("/contract").json()["data_contract"]["policy"] == "refuse"
+    assert {action for _, action in counters(client)} == {"refused"}  # a series per rule, from the start
+    body = json.loads(serving.payload(X.head(1))[0])
+    body["dataframe_split"]["data"][0][list(X.columns).index("sex")] = "mael"
+    before = counters(client)[("sex_allowed", "refused")]
+    answer = client.post(json.dumps(body))
+    assert answer.status == 400 and answer.body == {
+        "error_code": "CONTRACT_VIOLATION",
+        "message": "row 0, column 'sex': 'mael' breaks rule sex_allowed (sex is one of female, male) (did you mean 'male'?)"}
+    assert counters(client)[("sex_allowed", "refused")] == before + 1
+    assert np.array_equal(client.predict(X), model["pipeline"].predict(X))
+
+
+def test_the_flagging_gateway_scores_flags_and_counts_rows_per_rule(flag_server, model):
+    client = flag_server.client()
+    X = model["X"].head(3)
+    expected = model["pipeline"].predict(X)
+    assert client._get("/contract").json()["data_contract"]["policy"] == "flag"
+    answer = client.post(*serving.payload(X))
+    assert answer.status == 200 and answer.body == {"predictions": expected.tolist(), "contract_violations": []}
+    assert set(counters(client).values()) == {0.0} and ("adult_age", "flagged") in counters(client)
+    cases = gateway.contract_requests(X, "german_credit")
+    for case in cases:
+        answer = client.post(case.body, case.content_type)
+        assert answer.status == 200 and answer.body["predictions"], (case.name, answer.body)
+        flags = answer.body["contract_violations"]
+        assert len(flags) == 1 and f"row {flags[0]['row']}, {flags[0]['message']}" == case.says, (case.name, flags)
+    got = counters(client)
+    per_rule = Counter(case.says.split("breaks rule ")[1].split(" ")[0] for case in cases)
+    assert {rule: got[(rule, "flagged")] for rule in per_rule} == dict(per_rule)
+    assert got[("housing_allowed", "flagged")] == 0
