@@ -37,20 +37,15 @@ class FeatureError(ValueError):
     """Feature rules were asked for with data that cannot support them (a missing column, an unknown rule)."""
 
 
-def hourly_grid(frame: pd.DataFrame, timestamp: str = "timestamp") -> pd.DatetimeIndex:
-    """Every hour from the first to the last timestamp of ``frame`` (the series has gaps)."""
-    stamps = pd.DatetimeIndex(frame[timestamp])
-    return pd.date_range(stamps.min(), stamps.max(), freq="h")
-
-
 def bike_history(frame: pd.DataFrame, *, target: str = "bikers", timestamp: str = "timestamp") -> pd.DataFrame:
     """History features of the hourly demand, one row per hour of the complete grid.
 
     Row ``t`` holds what is known when hour ``t`` starts: ``demand_prev_hour`` (demand of hour
     ``t-1``), ``demand_mean_24h`` (mean demand of the hours ``t-24`` to ``t-1`` that were recorded;
     missing if fewer than 12 were) and ``demand_same_hour_last_week`` (hour ``t-168``). Missing hours
-    of the data stay missing, never zero. Columns: ``series_id``, ``event_timestamp`` (UTC),
-    the three features. A point-in-time join on ``event_timestamp <= label time`` therefore never
+    of the data stay missing, never zero. Columns: ``series_id``, ``event_timestamp`` (the file's
+    Washington clock times, which have no zone, stamped UTC: labels are given the same way), the three
+    features. A point-in-time join on ``event_timestamp <= label time`` therefore never
     sees the label's own demand or anything after it.
     """
     missing = [c for c in (target, timestamp) if c not in frame.columns]
@@ -85,17 +80,34 @@ def applicant_ids(frame: pd.DataFrame) -> pd.Series:
 
     The file has no id column. The id is the first 16 hex digits of the SHA-256 of the nine input
     columns (not the target), so the same application always gets the same id, in any order, in any
-    session. Applications identical in every column (none in the shipped file) get a suffix
-    ``-2``, ``-3``, ... in the order they appear.
+    session, whatever the dtypes (``1169``, ``1169.0`` and ``"1169"`` are one value; a missing value
+    is empty). Hash the *raw* application: capped or cleaned values would give other ids.
+    Applications identical in every column (none in the shipped file) get a suffix ``-2``, ``-3``,
+    ... in the order they appear.
     """
     missing = [c for c in CREDIT_ID_COLUMNS if c not in frame.columns]
     if missing:
         raise FeatureError(f"applicant_ids needs the columns {missing}")
-    text = frame[CREDIT_ID_COLUMNS].astype(str).agg("|".join, axis=1)
+    text = frame[CREDIT_ID_COLUMNS].astype(object).map(_canonical).agg("|".join, axis=1)
     base = text.map(lambda s: hashlib.sha256(s.encode()).hexdigest()[:16])
     occurrence = base.groupby(base).cumcount()
     ids = base.where(occurrence == 0, base + "-" + (occurrence + 1).astype(str))
     return ids.rename("applicant_id")
+
+
+def _canonical(value) -> str:
+    """One text per value: integral numbers without a decimal point, missing values empty."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        number = float(value)
+        return str(int(number)) if number.is_integer() else repr(number)
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def cyclic(values: pd.Series, period: float) -> tuple[np.ndarray, np.ndarray]:
@@ -233,11 +245,13 @@ class FeatureTransformer(TransformerMixin, BaseEstimator):
         cleaning, _, _ = self._rules()
         if not isinstance(X, pd.DataFrame):
             raise FeatureError("FeatureTransformer needs a DataFrame with named columns")
+        if X.empty:
+            raise FeatureError("FeatureTransformer cannot learn its caps from an empty frame: fit it on training rows")
         frame = self._clean_text(X, cleaning)
         self.caps_ = {}
         for column, (low, high) in cleaning.get("cap_quantiles", {}).items():
             if column in frame.columns:
-                values = frame[column].astype("float64")
+                values = _numeric(frame[column], column)
                 self.caps_[column] = [float(values.quantile(low)), float(values.quantile(high))]
         self.feature_names_in_ = [str(c) for c in X.columns]
         self.n_features_in_ = len(self.feature_names_in_)
@@ -264,7 +278,10 @@ class FeatureTransformer(TransformerMixin, BaseEstimator):
         frame = self._clean_text(X, cleaning)
         for column, (low, high) in self.caps_.items():
             if column in frame.columns:
-                frame[column] = frame[column].clip(low, high).astype(frame[column].dtype)
+                values = _numeric(frame[column], column)
+                if pd.api.types.is_integer_dtype(frame[column].dtype):  # caps of a count stay counts
+                    low, high = np.ceil(low), np.floor(high)
+                frame[column] = values.clip(low, high).astype(frame[column].dtype)
         derived = {name: _derive(name, rule, frame, order) for name, rule in rules.items()}
         return pd.concat([frame, pd.DataFrame(derived, index=frame.index)], axis=1)
 
@@ -272,6 +289,12 @@ class FeatureTransformer(TransformerMixin, BaseEstimator):
         _, rules, _ = self._rules()
         names = list(input_features if input_features is not None else self.feature_names_in_)
         return np.asarray(names + list(rules), dtype=object)
+
+
+def _numeric(values: pd.Series, column: str) -> pd.Series:
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise FeatureError(f"column {column!r} must hold numbers to be capped, got dtype {values.dtype}")
+    return values.astype("float64")
 
 
 def difflib_match(name: str, choices) -> str | None:
@@ -286,5 +309,9 @@ def derived_columns(dataset: str, features: list[str] | None = None) -> dict[str
     """The derived feature names of ``dataset``, split into ``numeric`` and ``categorical``."""
     rules = spec(dataset).get("features", {})
     names = list(rules) if features is None else features
+    unknown = [n for n in names if n not in rules]
+    if unknown:
+        hints = "".join(f" (did you mean {h!r} for {n!r}?)" for n in unknown if (h := difflib_match(n, rules)))
+        raise FeatureError(f"unknown feature rule(s) {unknown} for {dataset}; it declares {list(rules)}{hints}")
     categorical = [n for n in names if "bands" in rules[n]]
     return {"numeric": [n for n in names if n not in categorical], "categorical": categorical}

@@ -37,6 +37,7 @@ import difflib
 import io
 import logging
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -244,14 +245,15 @@ def _empty_bike() -> pd.DataFrame:
     return frame
 
 
-def create(repo: Path | None = None, *, offline: OfflineEngine = "duckdb") -> Store:
+def create(repo: Path | None = None, *, offline: OfflineEngine = "duckdb", fresh: bool = False) -> Store:
     """Create (or open) the feature repo and apply the definitions; returns a :class:`Store`.
 
     ``repo`` defaults to ``<workspace>/feature_repo``. The folder gets ``feature_store.yaml``, the
     registry, the SQLite online store and ``data/*.parquet`` (empty until :func:`write_bike_history`,
     :func:`add_month` or :func:`write_applicants`), and no ``.py`` file. Running it again on an
-    existing repo keeps its data and online store. ``offline`` picks the engine that queries the
-    parquet files: ``"duckdb"`` (default) or Feast's ``"file"`` (Dask; slow on long histories).
+    existing repo keeps its data and online store; ``fresh=True`` deletes it first (a lesson that
+    feeds the store from the start). ``offline`` picks the engine that queries the parquet files:
+    ``"duckdb"`` (default) or Feast's ``"file"`` (Dask; slow on long histories).
     """
     from mlops_lab import config
 
@@ -260,6 +262,10 @@ def create(repo: Path | None = None, *, offline: OfflineEngine = "duckdb") -> St
     quiet_logs()
     repo = Path(repo) if repo is not None else config.workspace() / REPO_NAME
     repo = repo.resolve()
+    if fresh and repo.exists():
+        if not (repo / "feature_store.yaml").is_file():
+            raise FeatureStoreError(f"{repo} exists and is not a feature repo (no feature_store.yaml): not deleting it")
+        shutil.rmtree(repo)
     (repo / "data").mkdir(parents=True, exist_ok=True)
     yaml = repo / "feature_store.yaml"
     if not yaml.is_file() or yaml.read_text() != _yaml(offline):
@@ -293,6 +299,14 @@ def _check_frame(frame: object, columns: Sequence[str], what: str) -> pd.DataFra
     return frame
 
 
+def _hours(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Timestamp and demand of raw hourly rows; zoned times become UTC (the store keeps UTC wall times)."""
+    stamps = pd.DatetimeIndex(frame["timestamp"])
+    if stamps.tz is not None:
+        stamps = stamps.tz_convert("UTC").tz_localize(None)
+    return pd.DataFrame({"timestamp": stamps, "bikers": frame[target].to_numpy(dtype="float64")})
+
+
 def write_bike_history(store: Store, frame: pd.DataFrame, *, target: str = "bikers") -> int:
     """Replace the Bikeshare offline data with the history features of ``frame`` (raw hourly rows).
 
@@ -301,8 +315,7 @@ def write_bike_history(store: Store, frame: pd.DataFrame, *, target: str = "bike
     Returns the number of feature rows written.
     """
     frame = _check_frame(frame, ["timestamp", target], "write_bike_history")
-    demand = pd.DataFrame({"timestamp": pd.DatetimeIndex(frame["timestamp"]),
-                           "bikers": frame[target].to_numpy(dtype="float64")})
+    demand = _hours(frame, target)
     history = _features.bike_history(demand)
     demand.to_parquet(store.repo / _DEMAND_FILE, index=False)
     history.to_parquet(store.source(BIKE_VIEW), index=False)
@@ -314,15 +327,22 @@ def add_month(store: Store, batch: pd.DataFrame, *, target: str = "bikers") -> I
 
     The history features of the new hours need the hours before them (previous hour, last 24 hours,
     last week), so they are computed on the stored demand plus the batch; rows already offline do not
-    change and are kept as they are. The batch must start after the last stored hour. Then the online
+    change and are kept as they are. The batch must start after the last stored hour (a month stored
+    before, with the same values, is skipped: a lesson can run twice). Then the online
     store is materialised up to the newest row: in full the first time (``materialize_incremental``
     would start at now - TTL), incrementally after that.
     """
     frame = _check_frame(batch, ["timestamp", target], "add_month")
-    new = pd.DataFrame({"timestamp": pd.DatetimeIndex(frame["timestamp"]),
-                        "bikers": frame[target].to_numpy(dtype="float64")})
+    new = _hours(frame, target)
     demand_file = store.repo / _DEMAND_FILE
     old = pd.read_parquet(demand_file) if demand_file.is_file() else new.iloc[:0]
+    if len(old) and new["timestamp"].isin(old["timestamp"]).all():
+        stored = old.set_index("timestamp")["bikers"].reindex(new["timestamp"])
+        if (stored.to_numpy() == new["bikers"].to_numpy()).all():  # the same month again: nothing to do
+            view = store._view(BIKE_VIEW)
+            total = len(pd.read_parquet(store.source(BIKE_VIEW), columns=[TIMESTAMP]))
+            return Ingested(BIKE_VIEW, 0, total, pd.Timestamp(view.most_recent_end_time).tz_convert("UTC")
+                            if view.most_recent_end_time else None)
     if len(old) and new["timestamp"].min() <= old["timestamp"].max():
         raise FeatureStoreError(
             f"add_month: the batch starts at {new['timestamp'].min()}, but the store already holds hours up "
@@ -479,7 +499,21 @@ def _entity_rows(entity_rows: Any, keys: Sequence[str]) -> list[dict]:
         if missing:
             raise FeatureStoreError(f"entity row {i} lacks the key(s) {missing} (it has {sorted(row)}); "
                                     f"the requested features need {list(keys)}")
+    for key in keys:
+        _check_key_values(key, [row[key] for row in rows], "entity rows")
     return [{k: row[k] for k in keys} for row in rows]
+
+
+def _check_key_values(key: str, values: list, where: str) -> None:
+    """Every entity key of the course is text: refuse anything else with the value that is wrong."""
+    bad = next((v for v in values if not isinstance(v, str)), _NONE)
+    if bad is not _NONE:
+        raise FeatureStoreError(f"{where}: key {key!r} must be text (e.g. {_KEY_EXAMPLES.get(key, 'an id')!r}), "
+                                f"got {bad!r} ({type(bad).__name__})")
+
+
+_NONE = object()
+_KEY_EXAMPLES = {SERIES_KEY: _features.SERIES_ID, APPLICANT_KEY: "5242dd5a179bc80e"}
 
 
 def _check_entity_df(entity_df: object, keys: Sequence[str]) -> pd.DataFrame:
@@ -499,11 +533,19 @@ def _check_entity_df(entity_df: object, keys: Sequence[str]) -> pd.DataFrame:
             f"entity_df[{TIMESTAMP!r}] has naive timestamps (no time zone); Feast would read them as UTC "
             f"silently. Say what they are: df[{TIMESTAMP!r}] = df[{TIMESTAMP!r}].dt.tz_localize('UTC')."
         )
+    if str(stamps.dt.tz) != "UTC":
+        raise FeatureStoreError(
+            f"entity_df[{TIMESTAMP!r}] is in the time zone {stamps.dt.tz}, the store's timestamps are UTC wall "
+            "times (the Bikeshare file's clock times, stamped UTC). Give label times the same way: "
+            f"df[{TIMESTAMP!r}] = df[{TIMESTAMP!r}].dt.tz_localize(None).dt.tz_localize('UTC') if they are "
+            "clock times of the data, or .dt.tz_convert('UTC') if they are true instants and your features are too."
+        )
     if stamps.isna().any():
         raise FeatureStoreError(f"entity_df[{TIMESTAMP!r}] has {int(stamps.isna().sum())} missing times")
     for key in keys:
         if entity_df[key].isna().any():
             raise FeatureStoreError(f"entity_df[{key!r}] has {int(entity_df[key].isna().sum())} missing keys")
+        _check_key_values(key, entity_df[key].tolist(), "entity_df")
     return entity_df
 
 
@@ -718,6 +760,15 @@ class FeatureServer(ManagedProcess):
         super().__init__(*args, **kwargs)
         self.runtime_dir = runtime_dir
 
+    def start(self) -> "FeatureServer":
+        self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
+        try:
+            super().start()
+        except BaseException:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            raise
+        return self
+
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
@@ -731,8 +782,10 @@ class FeatureServer(ManagedProcess):
         return self.start()
 
     def stop(self, grace: float = 10.0) -> None:
-        super().stop(grace)
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        try:
+            super().stop(grace)
+        finally:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
 
 def feature_server(store: Store, port: int | None = None, *, timeout: float = 90.0,
@@ -748,7 +801,7 @@ def feature_server(store: Store, port: int | None = None, *, timeout: float = 90
     port = port or free_port()
     # gunicorn puts a control socket in $XDG_RUNTIME_DIR or ~/.gunicorn, one path for every server:
     # give each server a short folder of its own (a Unix socket path must stay under 108 bytes)
-    runtime = Path(tempfile.mkdtemp(prefix="feast-"))
+    runtime = Path(tempfile.gettempdir()) / f"feast-{port}-{os.getpid()}"  # created by start
     args = [sys.executable, "-m", "feast.cli.cli", "-c", str(store.repo), "serve",
             "--host", LOOPBACK, "--port", str(port), "--workers", str(workers),
             "--no-access-log", "--max-requests", "0"]
@@ -772,7 +825,8 @@ def leaked_rows(train: pd.DataFrame, raw: pd.DataFrame, *, target: str = "bikers
     import numpy as np
 
     frame = _check_frame(raw, ["timestamp", target], "leaked_rows")
-    demand = dict(zip(pd.DatetimeIndex(frame["timestamp"]).tz_localize("UTC"), frame[target].astype(float)))
+    hours_of_raw = _hours(frame, target)
+    demand = dict(zip(pd.DatetimeIndex(hours_of_raw["timestamp"]).tz_localize("UTC"), hours_of_raw["bikers"]))
     hours = pd.to_datetime(train[TIMESTAMP], utc=True).dt.floor("h")
 
     def back(k: int) -> np.ndarray:

@@ -48,6 +48,11 @@ def to_onnx(pipeline, X_sample: pd.DataFrame, target_opset: int = 18):
     """Convert a fitted classifier pipeline to ONNX (outputs: ``label`` and ``probabilities``)."""
     from skl2onnx import to_onnx as convert
 
+    custom = [name for name, step in getattr(pipeline, "steps", []) if type(step).__module__.startswith("mlops_lab")]
+    if custom:
+        raise PackagingError(f"Cannot convert the pipeline to ONNX: its step(s) {custom} are the course's own Python "
+                             "code (lesson 02's feature rules), which ONNX has no operator for. Serve it with the "
+                             "pyfunc back end (gateway --backend pyfunc) or mlflow models serve.")
     try:
         return convert(pipeline, initial_types=onnx_input_types(X_sample),
                        options={id(pipeline[-1]): {"zipmap": False}}, target_opset=target_opset)

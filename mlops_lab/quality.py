@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -377,9 +378,9 @@ class Report:
         return self.errors.empty
 
     @property
-    def bad_rows(self) -> list:
-        """Index labels of the rows that break the contract."""
-        return sorted({r for r in self.errors["row"] if r is not None and not _is_missing(r)}, key=str)
+    def bad_rows(self) -> list[int]:
+        """Positions (0 = the first row) of the rows that break the contract, as every message counts them."""
+        return sorted({int(r) for r in self.errors["row"] if r is not None and not _is_missing(r)})
 
     def summary(self) -> pd.DataFrame:
         """One row per rule: what it says, whether it passed, how many rows break it."""
@@ -450,13 +451,16 @@ def quarantine_dir() -> Path:
 
 
 def quarantine(report: Report) -> Path:
-    """Keep a rejected batch on disk: every row (``rows.csv``) and its report (JSON and Markdown)."""
+    """Keep a rejected batch on disk: every row (``rows.csv``: ``row`` as the report counts them, the
+    batch's own ``index``, every column) and its report (JSON and Markdown)."""
     from mlops_lab.datasets import digest
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    folder = quarantine_dir() / f"{report.name}-{stamp}-{digest(report.frame)}"
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", report.name).strip("-.") or "batch"
+    folder = quarantine_dir() / f"{safe}-{stamp}-{digest(report.frame)}"
     folder.mkdir(parents=True, exist_ok=True)
-    report.frame.to_csv(folder / "rows.csv", index=True, index_label="row")
+    # ``row`` is the position the report names; ``index`` keeps the batch's own labels
+    report.frame.reset_index(names="index").to_csv(folder / "rows.csv", index=True, index_label="row")
     (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
     (folder / "report.md").write_text(report.to_markdown())
     return folder
@@ -488,6 +492,8 @@ def spoil(frame: pd.DataFrame, changes: dict[tuple[int, str], Any]) -> pd.DataFr
     for (row, column), value in changes.items():
         if column not in out.columns:
             raise ContractError(f"spoil: no column {column!r} in the frame")
+        if not 0 <= row < len(out):
+            raise ContractError(f"spoil: row {row} is outside the frame's {len(out)} rows (0 to {len(out) - 1})")
         if isinstance(out[column].dtype, pd.CategoricalDtype):
             out[column] = out[column].astype(object)
         if value is None or isinstance(value, float) and not pd.api.types.is_float_dtype(out[column]):

@@ -310,8 +310,12 @@ def log_sklearn_model(pipeline: Pipeline, X_example: pd.DataFrame, name: str = "
     :class:`~mlops_lab.quality.Contract` or a dataset's name, e.g. ``"german_credit"``) stores the
     raw-input data contract in the model's metadata (``MLmodel``, key ``data_contract``): only the
     input columns of the signature, no target, so it travels wherever the model's files go and the
-    validating gateway enforces it (:func:`mlops_lab.gateway.data_contract` reads it back). Other
-    ``metadata`` given is kept. Returns MLflow's ``ModelInfo`` (``model_uri`` loads it back).
+    validating gateway enforces it (:func:`mlops_lab.gateway.data_contract` reads it back). With a
+    contract, ``X_example`` (pass the training inputs) must keep it: what serving would refuse is
+    not trained on. Other ``metadata`` given is kept. A pipeline with lesson 02's
+    :class:`~mlops_lab.features.FeatureTransformer` takes the course's feature code along
+    (``code_paths``), so the model loads where ``mlops_lab`` is not installed. Returns MLflow's
+    ``ModelInfo`` (``model_uri`` loads it back).
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -327,7 +331,18 @@ def log_sklearn_model(pipeline: Pipeline, X_example: pd.DataFrame, name: str = "
         if not inputs.columns:
             raise ValueError(f"the data contract {rules.name!r} has none of the model's input columns "
                              f"{list(example.columns)}: is it the contract of another dataset?")
+        report = inputs.validate(model_input(X_example), name="training inputs")
+        if not report.passed:
+            raise quality.ContractError(
+                f"the training inputs break the {rules.name} contract the model would carry: {report.verdict()} "
+                f"First: {report.errors['message'].iloc[0]}. Validate batches with quality.accept_batch before training.")
         kwargs["metadata"] = {**(kwargs.get("metadata") or {}), "data_contract": inputs.to_dict()}
+    if any(type(step).__name__ == "FeatureTransformer" for _, step in pipeline.steps) and "code_paths" not in kwargs:
+        from pathlib import Path
+
+        import mlops_lab
+
+        kwargs["code_paths"] = [str(Path(mlops_lab.__file__).parent)]
     with warnings.catch_warnings():
         # The hint that integer columns cannot hold missing values: our inputs are required.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")

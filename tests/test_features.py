@@ -159,3 +159,59 @@ def test_train_serve_parity_through_a_logged_model():
     pd.testing.assert_frame_equal(served, trained)
     pyfunc = mlflow.pyfunc.load_model(info.model_uri)
     assert (pyfunc.predict(split.X_test) == pipeline.predict(split.X_test)).all()
+
+
+def test_applicant_ids_do_not_depend_on_dtypes():
+    credit = datasets.load_german_credit().head(50)
+    ids = features.applicant_ids(credit)
+    as_floats = credit.astype({"credit_amount": "float64", "age": "float64", "sex": str})
+    assert features.applicant_ids(as_floats).equals(ids)
+    as_text = credit.astype({"credit_amount": str, "job": str})
+    assert features.applicant_ids(as_text).equals(ids)
+    missing = credit.astype({"age": "Int64"})
+    missing.loc[0, "age"] = pd.NA
+    assert features.applicant_ids(missing).iloc[1:].equals(ids.iloc[1:]) and features.applicant_ids(missing).iloc[0] != ids.iloc[0]
+
+
+def test_capping_bad_and_nullable_columns(credit_input):
+    transformer = features.FeatureTransformer("german_credit").fit(credit_input)
+    nullable = credit_input.head(3).astype({"credit_amount": "Int64"})
+    nullable.loc[nullable.index[0], "credit_amount"] = pd.NA
+    nullable.loc[nullable.index[1], "credit_amount"] = 1_000_000
+    out = transformer.transform(nullable)
+    assert pd.isna(out.iloc[0]["credit_amount"]) and out.iloc[1]["credit_amount"] == int(transformer.caps_["credit_amount"][1])
+    with pytest.raises(features.FeatureError, match="column 'credit_amount' must hold numbers to be capped, got dtype object"):
+        transformer.transform(credit_input.head(2).astype({"credit_amount": str}))
+    with pytest.raises(features.FeatureError, match="empty frame"):
+        features.FeatureTransformer("german_credit").fit(credit_input.head(0))
+    with pytest.raises(features.FeatureError, match=r"unknown feature rule\(s\) \['instalmnt'\].*did you mean 'instalment'"):
+        training.credit_pipeline(engineered=["instalmnt"])
+
+
+def test_training_data_that_breaks_the_contract_is_not_logged():
+    from mlops_lab import config, quality
+
+    config.use_workspace("contract-at-training")
+    split = training.credit_split(datasets.load_german_credit())
+    bad = split.X_train.copy()
+    bad.iloc[0, bad.columns.get_loc("age")] = 7
+    with pytest.raises(quality.ContractError, match=r"training inputs break the german_credit contract.*adult_age \(1\)"):
+        training.fit_and_log_credit("logistic_regression", training.Split(bad, split.X_test, split.y_train, split.y_test))
+
+
+def test_an_engineered_model_takes_the_feature_code_along():
+    import mlflow
+    from mlflow.artifacts import download_artifacts
+
+    from mlops_lab import config
+
+    config.use_workspace("feature-code")
+    split = training.credit_split(datasets.load_german_credit())
+    pipeline = training.credit_pipeline("logistic_regression", engineered=True).fit(split.X_train, split.y_train)
+    with mlflow.start_run():
+        info = training.log_sklearn_model(pipeline, split.X_train, contract="german_credit")
+    local = download_artifacts(info.model_uri)
+    from pathlib import Path
+
+    assert (Path(local) / "code" / "mlops_lab" / "features.py").is_file()
+    assert (Path(local) / "code" / "mlops_lab" / "specs" / "german_credit.yaml").is_file()

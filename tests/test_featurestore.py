@@ -89,11 +89,23 @@ def test_training_set_keeps_order_duplicates_and_unknown_entities(tiny):
 
 
 @pytest.mark.unit
-def test_other_time_zones_are_converted_not_misread(tiny):
-    # 13:00 in Paris (winter) is 12:00 UTC: the row stamped 12:00 UTC
+def test_other_time_zones_are_refused_not_misread(tiny):
+    # the store's timestamps are the data's clock times stamped UTC: a Paris label would be shifted by an hour
     labels = pd.DataFrame({"series_id": ["dc"],
                            "event_timestamp": pd.Series(pd.to_datetime(["2020-01-01 13:00"])).dt.tz_localize("Europe/Paris")})
-    assert fs.training_set(tiny, labels, ["demand_prev_hour"])["demand_prev_hour"].tolist() == [7.0]
+    with pytest.raises(fs.FeatureStoreError, match="time zone Europe/Paris.*UTC wall times"):
+        fs.training_set(tiny, labels, ["demand_prev_hour"])
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("key", [7, None])
+def test_entity_keys_must_be_text(tiny, key):
+    with pytest.raises(fs.FeatureStoreError, match=r"key 'series_id' must be text \(e.g. 'dc'\)"):
+        fs.online(tiny, [{"series_id": key}], HISTORY)
+    if key is not None:
+        labels = pd.DataFrame({"series_id": [key], "event_timestamp": at("2020-01-01 12:00")})
+        with pytest.raises(fs.FeatureStoreError, match="must be text"):
+            fs.training_set(tiny, labels, HISTORY)
 
 
 @pytest.mark.unit
@@ -232,12 +244,30 @@ def test_bad_entity_rows_and_options(tiny, workspace):
 
 
 @pytest.mark.unit
+def test_a_lesson_can_run_twice_and_start_fresh(workspace):
+    repo = workspace / "twice"
+    batches = list(datasets.monthly_batches())
+    store = fs.create(repo)
+    first = fs.add_month(store, batches[0])
+    again = fs.add_month(fs.create(repo), batches[0])  # the same month again: skipped, nothing changes
+    assert again.rows_added == 0 and again.rows_total == first.rows_total
+    zoned = batches[1].frame.assign(timestamp=batches[1].frame["timestamp"].dt.tz_localize("UTC"))
+    assert fs.add_month(store, zoned).rows_added == 28 * 24  # UTC-zoned times are the same hours: February's grid
+    fresh = fs.create(repo, fresh=True)
+    assert fs.add_month(fresh, batches[0]).rows_total == first.rows_total  # starts again from nothing
+    (workspace / "not-a-repo").mkdir()
+    with pytest.raises(fs.FeatureStoreError, match="not a feature repo"):
+        fs.create(workspace / "not-a-repo", fresh=True)
+
+
+@pytest.mark.unit
 def test_add_month_refuses_months_out_of_order(workspace):
     store = fs.create(workspace / "order")
     batches = list(datasets.monthly_batches())
     first = fs.add_month(store, batches[1])
     assert first.rows_added == first.rows_total == len(features.bike_history(batches[1].frame))
-    for batch in (batches[1], batches[0]):  # the same month again, an earlier month
+    changed = batches[1].frame.assign(bikers=batches[1].frame["bikers"] + 1)
+    for batch in (changed, batches[0]):  # the same month with other values, an earlier month
         with pytest.raises(fs.FeatureStoreError, match="add months in time order, each once"):
             fs.add_month(store, batch)
     with pytest.raises(fs.FeatureStoreError, match="empty DataFrame"):

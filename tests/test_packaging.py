@@ -109,3 +109,9 @@ def test_cli_predict_matches_pyfunc(home, split, fitted, tmp_path):
     (tmp_path / "bad.csv").write_text("height,weight\n1.8,80\n")
     with pytest.raises(packaging.PackagingError, match="predict failed"):
         packaging.cli_predict(info.model_uri, tmp_path / "bad.csv", tmp_path / "bad.json")
+
+
+def test_an_engineered_pipeline_is_refused_by_onnx_with_the_reason(split):
+    engineered = training.credit_pipeline("logistic_regression", engineered=True).fit(split.X_train, split.y_train)
+    with pytest.raises(packaging.PackagingError, match=r"step\(s\) \['features'\] are the course's own Python code.*pyfunc"):
+        packaging.to_onnx(engineered, split.X_train.head(5))

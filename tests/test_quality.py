@@ -156,6 +156,20 @@ def test_a_bad_batch_is_quarantined_with_its_report(credit_contract, home):
     assert list(table["name"]) == ["april"] and table.loc[0, "rows"] == 20
 
 
+def test_report_rows_are_positions_everywhere(credit_contract):
+    part = datasets.load_german_credit().iloc[500:512].copy()
+    part.loc[503, "age"] = 7
+    part.loc[511, "age"] = 8
+    with pytest.raises(quality.BatchRejected) as caught:
+        quality.accept_batch(part, credit_contract, name="feeds/week 07")
+    report, folder = caught.value.report, caught.value.path
+    assert report.bad_rows == [3, 11] and "column 'age': 7 breaks rule adult_age" in report.errors["message"].iloc[0]
+    kept = pd.read_csv(folder / "rows.csv")
+    assert kept.loc[3, "row"] == 3 and kept.loc[3, "index"] == 503 and kept.loc[3, "age"] == 7
+    assert folder.parent == quality.quarantine_dir() and folder.name.startswith("feeds-week-07-")
+    assert list(quality.quarantined()["name"]) == ["feeds/week 07"]
+
+
 def test_spoil_changes_only_the_named_cells():
     credit = datasets.load_german_credit().head(5)
     spoilt = quality.spoil(credit, {(0, "sex"): "mael", (1, "age"): None, (2, "duration"): 2.5})
@@ -164,6 +178,8 @@ def test_spoil_changes_only_the_named_cells():
     assert credit.loc[0, "sex"] == "male"  # the original is untouched
     with pytest.raises(quality.ContractError, match="no column 'zip'"):
         quality.spoil(credit, {(0, "zip"): 1})
+    with pytest.raises(quality.ContractError, match="row 10 is outside the frame's 5 rows"):
+        quality.spoil(credit, {(10, "age"): 7})
 
 
 def test_missing_hours_of_2011():
