@@ -219,12 +219,7 @@ class FeatureTransformer(TransformerMixin, BaseEstimator):
         # change a logged model
         declared = getattr(self, "spec_", None) or self._declared()
         rules = declared.get("features", {})
-        chosen = list(rules) if self.features is None else list(self.features)
-        unknown = [f for f in chosen if f not in rules]
-        if unknown:
-            hints = {f: difflib_match(f, rules) for f in unknown}
-            raise FeatureError(f"unknown feature rule(s) {unknown} for {self.dataset}; it declares {list(rules)}"
-                               + "".join(f" (did you mean {h!r} for {f!r}?)" for f, h in hints.items() if h))
+        chosen = _known_rules(self.dataset, rules, self.features)
         order = {c: list(r["allowed"]) for c, r in declared["contract"].items() if "allowed" in r}
         return declared.get("cleaning", {}), {f: rules[f] for f in chosen}, order
 
@@ -297,21 +292,21 @@ def _numeric(values: pd.Series, column: str) -> pd.Series:
     return values.astype("float64")
 
 
-def difflib_match(name: str, choices) -> str | None:
-    """The closest of ``choices`` to ``name``, or None (for "did you mean" hints)."""
-    import difflib
+def _known_rules(dataset: str, rules: dict, names: list[str] | None) -> list[str]:
+    """``names`` (default: every rule), refused with a hint when one is not declared."""
+    from mlops_lab.quality import closest
 
-    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return match[0] if match else None
+    chosen = list(rules) if names is None else list(names)
+    unknown = [n for n in chosen if n not in rules]
+    if unknown:
+        hints = "".join(f" (did you mean {h!r} for {n!r}?)" for n in unknown if (h := closest(n, rules)))
+        raise FeatureError(f"unknown feature rule(s) {unknown} for {dataset}; it declares {list(rules)}{hints}")
+    return chosen
 
 
 def derived_columns(dataset: str, features: list[str] | None = None) -> dict[str, list[str]]:
     """The derived feature names of ``dataset``, split into ``numeric`` and ``categorical``."""
     rules = spec(dataset).get("features", {})
-    names = list(rules) if features is None else features
-    unknown = [n for n in names if n not in rules]
-    if unknown:
-        hints = "".join(f" (did you mean {h!r} for {n!r}?)" for n in unknown if (h := difflib_match(n, rules)))
-        raise FeatureError(f"unknown feature rule(s) {unknown} for {dataset}; it declares {list(rules)}{hints}")
+    names = _known_rules(dataset, rules, features)
     categorical = [n for n in names if "bands" in rules[n]]
     return {"numeric": [n for n in names if n not in categorical], "categorical": categorical}

@@ -210,7 +210,7 @@ class Contract:
                 checks.append(pa.Check.in_range(*c.range, name=c.rule))
             if c.increasing:
                 checks.append(pa.Check(lambda s: (s > s.shift()) | s.shift().isna(), name=c.rule))
-            columns[c.column] = pa.Column(_PANDERA_TYPES[c.type](), checks=checks, nullable=False,
+            columns[c.column] = pa.Column(_pandera_type(c.type), checks=checks, nullable=False,
                                           unique=c.unique, coerce=False)
         frame_checks = [_row_check(r) for r in self.row_rules]
         return pa.DataFrameSchema(columns, checks=frame_checks, name=self.name, strict=False)
@@ -321,9 +321,15 @@ def _value(value: Any) -> str:
     return repr(value.item() if hasattr(value, "item") else value)
 
 
-def _suggest(name: str, choices) -> str:
+def closest(name: str, choices) -> str | None:
+    """The one of ``choices`` closest to ``name``, or None: the course's "did you mean" hints."""
     match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    return match[0] if match else None
+
+
+def _suggest(name: str, choices) -> str:
+    match = closest(name, choices)
+    return f" (did you mean '{match}'?)" if match else ""
 
 
 def violation(column: str, rule: str, value: Any, says: str, allowed: tuple | None = None) -> str:
@@ -341,20 +347,12 @@ def _row_check(rule: dict):
     raise ContractError(f"unknown row rule {rule!r}: the course knows 'sum'")
 
 
-def _pandera_types():
+def _pandera_type(kind: str):
+    """The pandera dtype of a contract type; text is checked by its allowed values, not a dtype
+    (pandas holds it as object or category)."""
     import pandera.pandas as pa
 
-    return {"integer": lambda: pa.Int64, "number": lambda: pa.Float64, "string": lambda: None,
-            "datetime": lambda: pa.Timestamp}
-
-
-class _LazyTypes(dict):
-    def __missing__(self, key):
-        self.update(_pandera_types())
-        return dict.__getitem__(self, key)
-
-
-_PANDERA_TYPES = _LazyTypes()
+    return {"integer": pa.Int64, "number": pa.Float64, "string": None, "datetime": pa.Timestamp}[kind]
 
 
 @dataclass

@@ -337,7 +337,9 @@ def log_sklearn_model(pipeline: Pipeline, X_example: pd.DataFrame, name: str = "
                 f"the training inputs break the {rules.name} contract the model would carry: {report.verdict()} "
                 f"First: {report.errors['message'].iloc[0]}. Validate batches with quality.accept_batch before training.")
         kwargs["metadata"] = {**(kwargs.get("metadata") or {}), "data_contract": inputs.to_dict()}
-    if any(type(step).__name__ == "FeatureTransformer" for _, step in getattr(pipeline, "steps", [])) \
+    from mlops_lab.features import FeatureTransformer
+
+    if any(isinstance(step, FeatureTransformer) for _, step in getattr(pipeline, "steps", [])) \
             and "code_paths" not in kwargs:
         from pathlib import Path
 
