@@ -11,6 +11,11 @@
     mlops-lab env status                          which environments run, where
     mlops-lab env add-user ENV USERNAME ROLE      a user with a course role (password stored)
     mlops-lab env down [ENV|all] [--purge]        stop them (--purge: delete their stores too)
+    mlops-lab router check SPEC                   check a strategy spec (every mistake at once)
+    mlops-lab router serve SPEC [--port N]        run the traffic router in the foreground (Ctrl+C stops it)
+    mlops-lab router status|weights|switch|apply [--url URL] ...   talk to a running router
+    mlops-lab router log NAME [--tail N]          the last answers of a router's inference log
+    mlops-lab router manifests SPEC [--out DIR]   the same strategy as Kubernetes manifests, validated
 """
 
 from __future__ import annotations
@@ -142,6 +147,76 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(spec) -> str:
+    lines = [f"{spec.name}: strategy {spec.strategy}, weights {spec.weights}"]
+    for name, variant in spec.variants.items():
+        fault = f", fault {variant.fault}" if variant.fault.active else ""
+        lines.append(f"  {name}: version {variant.version or '-'} on {', '.join(variant.urls)}{fault}")
+    if spec.canary:
+        c = spec.canary
+        lines.append(f"  canary {c.canary!r} over {c.stable!r}: steps {list(c.steps)} every {c.interval_s:g} s, "
+                     f"rollback after {c.threshold} failed checks, promote: {c.promote}")
+    if spec.mirror:
+        lines.append(f"  mirror to {spec.mirror.to!r} (timeout {spec.mirror.timeout_s:g} s)")
+    return "\n".join(lines)
+
+
+def cmd_router(args: argparse.Namespace) -> int:
+    from mlops_lab import deployment
+
+    action, rest = args.action, args.names
+    if action in ("check", "serve", "manifests"):
+        if len(rest) != 1:
+            print(f"usage: mlops-lab router {action} SPEC", file=sys.stderr)
+            return 2
+        spec = deployment.load_spec(Path(rest[0]))
+        if action == "check":
+            print(_describe(spec) + "\nthe spec is valid")
+            return 0
+        if action == "manifests":
+            from mlops_lab.deployment import manifests
+
+            objects = manifests.render(spec)
+            if args.out:
+                for path in manifests.write(spec, Path(args.out)):
+                    print(f"wrote {path}")
+            else:
+                print(manifests.to_yaml(objects))
+            print(manifests.validate(objects).to_string(index=False), file=sys.stderr)
+            return 0
+        server = deployment.router(spec, port=args.port)
+        print(_describe(spec))
+        print(f"router {spec.name!r} on http://127.0.0.1:{server.port} (Ctrl+C to stop); "
+              f"state and log in {server.folder}", flush=True)
+        os.execv(server.args[0], server.args)  # the router itself, in the foreground
+    client = deployment.RouterClient(args.url)
+    if action == "status":
+        print(json.dumps(client.status(flush=True), indent=1))
+    elif action == "weights":
+        weights = dict(_pair(text) for text in rest)
+        print(json.dumps(client.set_weights(weights)["weights"]))
+    elif action == "switch":
+        print(json.dumps(client.switch(rest[0])["weights"]))
+    elif action == "apply":
+        print(json.dumps(client.apply(Path(rest[0]))["weights"]))
+    elif action == "log":
+        from mlops_lab import config
+        from mlops_lab.deployment.routing import state_folder
+
+        log = deployment.InferenceLog(state_folder(config.workspace(), rest[0]) / "inference.db")
+        columns = ["at", "request_id", "role", "variant", "version", "status", "latency_ms"]
+        print(log.frame()[columns].tail(args.tail).to_string(index=False))
+    return 0
+
+
+def _pair(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        return name, float(value)
+    except ValueError:
+        raise ValueError(f"weights are given as NAME=PERCENT (e.g. stable=90 canary=10), got {text!r}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlops-lab", description="The MLOps workbook's command line.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -190,6 +265,17 @@ def parser() -> argparse.ArgumentParser:
                      help="comma-separated names students use to reach a class server (e.g. mlflow.school.example)")
     env.add_argument("--purge", action="store_true", help="with down: delete the stores and passwords")
     env.set_defaults(fn=cmd_env)
+
+    router = sub.add_parser("router", help="the traffic router: deployment strategies on live traffic")
+    router.add_argument("action", choices=["check", "serve", "status", "weights", "switch", "apply", "log", "manifests"])
+    router.add_argument("names", nargs="*", metavar="ARG",
+                        help="check/serve/manifests: SPEC; weights: NAME=PERCENT ...; switch: VARIANT; "
+                             "apply: SPEC; log: the router's name")
+    router.add_argument("--url", default="http://127.0.0.1:5010", help="a running router (default port 5010)")
+    router.add_argument("--port", type=int, default=5010, help="serve: the port to listen on")
+    router.add_argument("--tail", type=int, default=20, help="log: how many answers to show")
+    router.add_argument("--out", default=None, help="manifests: write files here instead of printing")
+    router.set_defaults(fn=cmd_router)
     return p
 
 
@@ -207,9 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         from mlops_lab.environments import EnvError
         from mlops_lab.processes import ProcessError
         from mlops_lab.runner import RunnerError
+        from mlops_lab.deployment import RouterError, SpecError
 
         if isinstance(exc, (WorkspaceError, DataError, RunnerError, LabBuildError, EnvError, AuthError,
-                            ProcessError)):
+                            ProcessError, SpecError, RouterError)) or (
+                args.command == "router" and isinstance(exc, (ValueError, OSError))):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

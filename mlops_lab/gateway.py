@@ -59,6 +59,10 @@ MAX_BODY_BYTES = 1_000_000
 """Largest request body accepted (bytes); larger bodies get 413."""
 MAX_ROWS = 5_000
 """Most rows accepted in one request; more get 413 (send them in chunks)."""
+DRAIN_LIMIT_BYTES = 64 * 2**20
+"""Most bytes :func:`read_body` reads and discards from a body over the limit before it answers 413
+(so a client that sends the whole body before reading the answer, like ``urllib.request``, reads it);
+beyond this it gives up and the connection is closed unread (the client may see a reset)."""
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 BACKENDS = ("pyfunc", "onnx", "proxy")
 CONTRACT_POLICIES = ("refuse", "flag")
@@ -291,8 +295,7 @@ class InputContract:
         """The request's values checked against the signature (format, names, types), as plain lists;
         the data contract is :meth:`enforce`'s job."""
         if len(body) > self.max_body_bytes:
-            raise RequestError(413, f"the body has {len(body):,} bytes; the limit is {self.max_body_bytes:,}. "
-                                    f"Send at most {self.max_rows:,} rows per request.", "PAYLOAD_TOO_LARGE")
+            raise _too_large(f"{len(body):,} bytes", self.max_body_bytes, self.max_rows)
         mime, charset = _content_type(content_type)
         if not body.strip():
             raise RequestError(400, "the request body is empty: send rows to score")
@@ -709,9 +712,9 @@ def build_app(contract: InputContract, backend: Backend):
     async def version_route(request: Request) -> Response:
         return Response(mlflow_version, media_type="application/json")
 
-    def answer(document: dict, status: int = 200) -> Response:
+    def answer(document: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         # json.dumps escapes non-ASCII, so even a lone surrogate echoed in a message cannot break the answer
-        return Response(json.dumps(document), status_code=status, media_type="application/json")
+        return Response(json.dumps(document), status_code=status, headers=headers, media_type="application/json")
 
     async def describe(request: Request) -> Response:
         return answer({**contract.describe(), "backend": backend.name})
@@ -721,14 +724,10 @@ def build_app(contract: InputContract, backend: Backend):
 
     async def invocations(request: Request) -> Response:
         try:
-            try:
-                declared = int(request.headers.get("content-length") or 0)
-            except ValueError:
-                raise RequestError(400, "the Content-Length header is not a number") from None
-            if declared > contract.max_body_bytes:
-                raise RequestError(413, f"the body has {declared:,} bytes; the limit is {contract.max_body_bytes:,}",
-                                   "PAYLOAD_TOO_LARGE")
-            body = await _read_body(request, contract.max_body_bytes)
+            body = await read_body(request, contract.max_body_bytes, max_rows=contract.max_rows)
+        except RequestError as error:  # the body was drained (or given up on): end the connection cleanly
+            return answer(error.to_json(), error.status, headers={"Connection": "close"})
+        try:
             columns, _ = contract.check_types(body, request.headers.get("content-type"))
             flagged = contract.enforce(columns)
         except ContractViolation as error:
@@ -763,13 +762,60 @@ def build_app(contract: InputContract, backend: Backend):
                      lifespan=lifespan)
 
 
-async def _read_body(request, limit: int) -> bytes:
+def _too_large(size: str, limit: int, max_rows: int = MAX_ROWS) -> RequestError:
+    """The 413 ``PAYLOAD_TOO_LARGE`` for a body of ``size`` (words, e.g. ``"2,000,000 bytes"``): it states
+    the limit and what to send instead."""
+    return RequestError(413, f"the body has {size}; the limit is {limit:,} bytes per request. Send the rows in "
+                             f"chunks of at most {max_rows:,} rows and {limit:,} bytes per request "
+                             "(mlops_lab.serving.score_over_http(client, X, chunk_size=...) does it), or score "
+                             "them as a batch job (mlops_lab.serving.predict_file)", "PAYLOAD_TOO_LARGE")
+
+
+async def read_body(request, limit: int = MAX_BODY_BYTES, *, max_rows: int = MAX_ROWS,
+                    drain_limit: int = DRAIN_LIMIT_BYTES) -> bytes:
+    """The body of a Starlette ``request``, at most ``limit`` bytes, or :class:`RequestError`.
+
+    - a ``Content-Length`` that is not a non-negative integer: 400 ``BAD_REQUEST``;
+    - a body over ``limit`` bytes, declared by ``Content-Length`` or streamed (chunked): 413
+      ``PAYLOAD_TOO_LARGE``, whose message states the limit and how to send the rows instead
+      (``max_rows`` per request, or batch scoring). Before raising, the rest of the body is read and
+      discarded, up to ``drain_limit`` bytes in all, so that clients which send the whole body before
+      reading the answer (``urllib.request``) can read the 413 instead of a reset connection. A body
+      declared larger than ``drain_limit``, or one announced with ``Expect: 100-continue`` (the client
+      waits for the answer before sending it), is refused at once without reading it; a streamed body
+      is read until it passes ``drain_limit``, then given up.
+
+    Answer a :class:`RequestError` from here with a ``Connection: close`` header: the connection may
+    hold the unread part of a body, so it must not carry another request.
+    """
+    from starlette.requests import ClientDisconnect
+
+    header = request.headers.get("content-length")
+    declared = None
+    if header is not None:
+        try:
+            declared = int(header)
+        except ValueError:
+            declared = -1
+        if declared < 0:
+            raise RequestError(400, f"the Content-Length header {header[:40]!r} is not a number of bytes")
+        if declared > limit and (declared > drain_limit
+                                 or request.headers.get("expect", "").lower() == "100-continue"):
+            raise _too_large(f"{declared:,} bytes", limit, max_rows)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"the body is larger than the limit of {limit:,} bytes", "PAYLOAD_TOO_LARGE")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            elif size > drain_limit:  # give up: a client must not keep the server reading
+                raise _too_large(f"more than {drain_limit:,} bytes", limit, max_rows)  # streamed: none declared
+            else:
+                chunks.clear()  # over the limit: keep reading, keep nothing
+    except ClientDisconnect:
+        raise RequestError(400, f"the client closed the connection after {size:,} bytes of the body") from None
+    if size > limit:
+        raise _too_large(f"{size:,} bytes", limit, max_rows)
     return b"".join(chunks)
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class Response:
     status: int
     content_type: str
     body: Any
+    headers: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -207,10 +208,12 @@ class ScoringClient:
         """The MLflow version the server runs."""
         return self._get("/version").text.strip()
 
-    def post(self, body: bytes | str | dict | list, content_type: str = "application/json") -> Response:
+    def post(self, body: bytes | str | dict | list, content_type: str = "application/json",
+             headers: dict[str, str] | None = None) -> Response:
         """Send any body to ``/invocations`` and return what came back, without raising on 4xx/5xx.
 
         Use it to see how a server answers a malformed request; a dict or list is JSON-encoded.
+        ``headers`` go along (e.g. a router's ``X-User-Id``); the answer's headers are in ``headers``.
         """
         import requests
 
@@ -218,7 +221,7 @@ class ScoringClient:
             body = json.dumps(body)
         if isinstance(body, str):
             body = body.encode()
-        headers = {"Content-Type": content_type} if content_type else {}
+        headers = {**({"Content-Type": content_type} if content_type else {}), **(headers or {})}
         try:
             answer = self._session.post(self.url + "/invocations", data=body, headers=headers, timeout=self.timeout)
         except requests.RequestException as exc:
@@ -228,12 +231,13 @@ class ScoringClient:
             parsed: Any = answer.json()
         except ValueError:
             parsed = answer.text
-        return Response(answer.status_code, kind, parsed)
+        return Response(answer.status_code, kind, parsed, answer.headers)  # case-insensitive names
 
-    def predict(self, X: pd.DataFrame, fmt: str = "dataframe_split", params: dict | None = None) -> np.ndarray:
+    def predict(self, X: pd.DataFrame, fmt: str = "dataframe_split", params: dict | None = None,
+                headers: dict[str, str] | None = None) -> np.ndarray:
         """Predictions for ``X`` sent in format ``fmt``; a refused request raises :class:`ServingError`."""
         body, content_type = payload(X, fmt, params)
-        answer = self.post(body, content_type)
+        answer = self.post(body, content_type, headers)
         if not answer.ok:
             raise ServingError(answer.status, answer.message)
         if not isinstance(answer.body, dict) or "predictions" not in answer.body:
@@ -303,38 +307,3 @@ def predict_file(model_uri: str, input_csv: Path | str, output_json: Path | str,
     from mlops_lab.packaging import cli_predict
 
     return np.asarray(cli_predict(model_uri, input_csv, output_json, timeout=timeout))
-
-
-
-def ensure_champion(name: str = "credit-risk", *, seed: int = 42) -> str:
-    """``models:/<name>@champion``, after training, validating and promoting one if ``name`` has none.
-
-    Lessons that serve or test a model start from a fresh workspace; this gives them the same
-    champion lesson 08 ends with: a gradient-boosting credit model (without the ``sex`` column)
-    that passed the validation gate of lesson 06 and was promoted by :func:`registry.promote`.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from mlops_lab import datasets, governance, registry, training, validation
-
-    uri = f"models:/{name}@{registry.CHAMPION}"
-    try:
-        if registry.CHAMPION in mlflow.MlflowClient().get_registered_model(name).aliases:
-            return uri
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise  # e.g. the tracking store cannot be reached: do not train over it
-    split = training.credit_split(datasets.load_german_credit(), seed=seed)
-    features = [f for f in training.CREDIT_FEATURES if f != "sex"]
-    tracked = training.fit_and_log_credit(
-        "gradient_boosting", split, run_name="champion-candidate", features=features, seed=seed,
-        intended_use="Pre-screening of consumer credit applications; a credit officer reviews every refusal.",
-        n_estimators=100, learning_rate=0.04, max_depth=3, subsample=0.7, min_samples_leaf=9)
-    result = governance.gate(validation.Candidate.from_tracked("boosted", tracked), None, "credit_risk",
-                             split.frame("test"), registered_name=name)
-    if not result.passed:
-        raise RuntimeError(f"the champion candidate failed the validation gate: {result.report.failing}")
-    registry.promote(name, result.version.version, reason="passed the validation gate; first champion",
-                     actor="course-setup")
-    return uri
