@@ -184,6 +184,9 @@ def cmd_router(args: argparse.Namespace) -> int:
                 print(manifests.to_yaml(objects))
             print(manifests.validate(objects).to_string(index=False), file=sys.stderr)
             return 0
+        from mlops_lab import config
+
+        os.environ.setdefault("MLFLOW_TRACKING_URI", config.tracking_uri())  # the course's registry
         server = deployment.router(spec, port=args.port)
         print(_describe(spec))
         print(f"router {spec.name!r} on http://127.0.0.1:{server.port} (Ctrl+C to stop); "

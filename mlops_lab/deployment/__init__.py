@@ -103,7 +103,7 @@ class RouterClient:
     def canary(self) -> dict | None:
         return self.status()["canary"]
 
-    def wait_for_canary(self, timeout: float = 60.0, poll: float = 0.2) -> dict:
+    def wait_for_canary(self, timeout: float = 60.0, poll: float = 0.1) -> dict:
         """Wait until the canary analysis ends (promoted, rolled back, ...); returns its final state."""
         deadline = time.monotonic() + timeout
         while True:
@@ -210,7 +210,11 @@ def rolling_update(client: RouterClient, variant: str, old: Sequence[ManagedProc
         fresh = start_new()
         if not getattr(fresh, "running", True):
             fresh.start()
-        client.add_replica(variant, fresh.url, version=version)
+        try:
+            client.add_replica(variant, fresh.url, version=version)
+        except Exception:
+            fresh.stop()  # refused (unhealthy, or the router is busy): leave nothing running
+            raise
         answer = client.remove_replica(variant, server.url, drain_timeout_s=drain_timeout_s)
         server.stop()
         replaced.append(fresh)

@@ -215,9 +215,9 @@ class Router:
         self._next[name] = start + 1
         return live[start:] + live[:start]
 
-    def _fault(self, name: str) -> tuple[float, int | None]:
+    def _fault(self, spec: Spec, name: str) -> tuple[float, int | None]:
         """Istio-style fault of ``name`` for this request: (delay in s, abort status or None), exact shares."""
-        fault = self.spec.variants[name].fault
+        fault = spec.variants[name].fault
         if not fault.active:
             return 0.0, None
         n = self._abort_counts.get(name, 0)
@@ -230,11 +230,11 @@ class Router:
         return (fault.delay_ms / 1000.0 if delayed else 0.0), None
 
     async def forward(self, session, name: str, body: bytes, content_type: str, timeout: float,
-                      request_id: str) -> tuple[int, bytes, str, Replica | None, str | None]:
+                      request_id: str, spec: Spec) -> tuple[int, bytes, str, Replica | None, str | None]:
         """Send the request to a replica of ``name``: (status, body, content type, replica, error)."""
         import aiohttp
 
-        delay, abort = self._fault(name)
+        delay, abort = self._fault(spec, name)
         if abort is not None:
             return abort, json.dumps({"error_code": "FAULT_INJECTED", "message": f"fault injected on variant "
                                       f"{name!r} by the strategy spec"}).encode(), "application/json", None, "fault"
@@ -245,6 +245,8 @@ class Router:
             return 503, _error("NO_REPLICA", f"variant {name!r} has no replica to serve"), "application/json", None, "no replica"
         error = None
         for replica in replicas[:2]:  # one retry on another replica when the connection itself fails
+            if replica.draining:  # started draining while the first attempt tried to connect
+                continue
             replica.in_flight += 1
             try:
                 async with session.post(replica.url + "/invocations", data=body,
@@ -264,35 +266,46 @@ class Router:
                 replica.in_flight -= 1
         return 502, _error("UPSTREAM_UNAVAILABLE", f"variant {name!r}: {error}"), "application/json", None, error
 
-    def record(self, role: str, request_id: str, name: str, replica: Replica | None, status: int, latency_ms: float,
-               key: str | None, body: bytes, content: bytes | None, error: str | None) -> None:
+    def record(self, role: str, request_id: str, name: str | None, replica: Replica | None, status: int,
+               latency_ms: float, key: str | None, body: bytes, content: bytes | None, error: str | None,
+               spec: Spec | None = None) -> None:
+        """Count one answer in the metrics (and the canary's window) and queue its log row.
+
+        ``name`` is None for a request the router refused itself (413); ``spec`` is the spec the
+        request was routed by (a new spec may have been applied while it was in flight)."""
+        spec = spec or self.spec
         failed = status >= 500 or status == 0
+        label = name or "none"
         if role == "primary":
-            self.metrics["requests"].labels(variant=name, code=str(status)).inc()
-            self.metrics["latency"].labels(variant=name).observe(latency_ms / 1000.0)
+            self.metrics["requests"].labels(variant=label, code=str(status)).inc()
+            self.metrics["latency"].labels(variant=label).observe(latency_ms / 1000.0)
             if failed:
-                self.metrics["errors"].labels(variant=name).inc()
-            self.windows[name].add(latency_ms, failed)
+                self.metrics["errors"].labels(variant=label).inc()
+            window = self.windows.get(name) if self.analysing and spec is self.spec else None
+            if window is not None:
+                window.add(latency_ms, failed)
         if self.writer is not None:
-            version = replica.version if replica is not None else self.spec.variants[name].version
+            variant = spec.variants.get(name) if name else None
+            version = replica.version if replica is not None else (variant.version if variant else None)
             self.writer.put({"request_id": request_id, "at": time.time(), "role": role, "variant": name,
                              "version": version, "replica": replica.url if replica else None, "status": status,
                              "latency_ms": round(latency_ms, 3), "key": key, "request": cut(body),
                              "response": cut(content), "error": error})
 
     async def mirror(self, request_id: str, key: str | None, body: bytes, content_type: str) -> None:
-        mirror = self.spec.mirror
-        await asyncio.sleep(0)  # let the primary's answer go out first
+        spec = self.spec
+        mirror = spec.mirror
         start = time.perf_counter()
         try:
+            await asyncio.sleep(0)  # let the primary's answer go out first
             status, content, _, replica, error = await self.forward(self.shadow_session, mirror.to, body,
-                                                                     content_type, mirror.timeout_s, request_id)
+                                                                     content_type, mirror.timeout_s, request_id, spec)
         finally:
             self.shadow_in_flight -= 1
         outcome = "answered" if status < 500 else "failed"
         self.metrics["shadow"].labels(variant=mirror.to, outcome=outcome).inc()
         self.record("shadow", request_id, mirror.to, replica, status, (time.perf_counter() - start) * 1000, key,
-                    body, content, error)
+                    body, content, error, spec)
 
     def spawn(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -300,6 +313,19 @@ class Router:
         task.add_done_callback(self.tasks.discard)
 
     # -- canary -------------------------------------------------------------------------------
+    @property
+    def analysing(self) -> bool:
+        """True while a canary analysis runs (only then are latencies kept for its checks)."""
+        return self.canary is not None and self.canary["status"] == "progressing"
+
+    @property
+    def busy(self) -> str | None:
+        """Why a hand-made change must wait (a canary analysis or promotion runs), or None."""
+        if self.canary is not None and self.canary["status"] in ("progressing", "promoting"):
+            return (f"a canary analysis is {self.canary['status']}: it sets the weights; wait for it to end, "
+                    "or apply a new spec to replace it")
+        return None
+
     def check(self) -> dict:
         """One analysis of the canary over the interval that just ended (Flagger's metric checks)."""
         canary, state = self.spec.canary, self.canary
@@ -370,21 +396,12 @@ class Router:
         self.canary.update(status="rolled_back", reason=self._summary())
         self.set_weights({canary.stable: 100, canary.canary: 0}, "canary rolled back")
         self.event("rolled_back", self.canary["reason"])
-        if self.spec.model and self.spec.variants[canary.canary].version:
-            await asyncio.to_thread(self._tag_rollback)
-
-    def _tag_rollback(self) -> None:
-        try:
-            import mlflow
-
-            client = mlflow.MlflowClient()
-            version = self.spec.variants[self.spec.canary.canary].version
-            client.set_model_version_tag(self.spec.model, version, "canary.rolled_back_at", _now())
-            client.set_model_version_tag(self.spec.model, version, "canary.rolled_back_reason",
-                                         self.canary["reason"][:500])
-        except Exception as exc:  # noqa: BLE001 (the rollback stands; only its registry note failed)
-            self.event("note_failed", f"the rollback could not be noted in the registry: {exc}")
-            self.save()
+        version = self.spec.variants[canary.canary].version
+        if self.spec.model and version:
+            problem = await asyncio.to_thread(_tag_rollback, self.spec.model, version, self.canary["reason"])
+            if problem:
+                self.event("note_failed", f"the rollback could not be noted in the registry: {problem}")
+                self.save()
 
     async def promote(self, result: dict) -> None:
         from mlops_lab import registry
@@ -418,6 +435,30 @@ class Router:
             self.controller = asyncio.get_running_loop().create_task(self.analyse())
         elif self.canary is not None and self.canary["status"] == "promoting":  # stopped mid-promotion: finish it
             self.controller = asyncio.get_running_loop().create_task(self.promote(self.canary["checks"][-1]))
+        if self.controller is not None:
+            self.controller.add_done_callback(self._controller_done)
+
+    def _controller_done(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        _log.error("the canary controller failed", exc_info=error)
+        canary = self.spec.canary
+        self.canary.update(status="failed", reason=f"the analysis stopped on an error: {type(error).__name__}: {error}")
+        self.set_weights({canary.stable: 100, canary.canary: 0}, "the canary analysis failed: back to stable")
+
+
+def _tag_rollback(model: str, version: str, reason: str) -> str | None:
+    """Note a rollback on the model version (the alias is left alone); returns what went wrong, if anything."""
+    try:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        client.set_model_version_tag(model, version, "canary.rolled_back_at", _now())
+        client.set_model_version_tag(model, version, "canary.rolled_back_reason", reason[:500])
+    except Exception as exc:  # noqa: BLE001 (the rollback stands; only its registry note failed)
+        return str(exc)
+    return None
 
 
 def _warm_registry() -> None:
@@ -466,32 +507,31 @@ def build_app(spec: Spec, folder: Path, *, max_body_bytes: int = MAX_BODY_BYTES)
     async def invocations(request: Request) -> Response:
         start = time.perf_counter()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        key = request.headers.get(spec_now().key_header)
+        spec = router.spec  # the spec this request is routed by, even if a new one is applied meanwhile
+        key = request.headers.get(spec.key_header)
         try:
             body = await read_body(request, max_body_bytes)
         except RequestError as error:
+            router.record("primary", request_id, None, None, error.status, (time.perf_counter() - start) * 1000,
+                          key, b"", json.dumps(error.to_json()).encode(), error.code, spec)
             return JSONResponse(error.to_json(), status_code=error.status,
                                 headers={"X-Request-Id": request_id, "Connection": "close"})
-        weights = router.weights
-        name = assign(key or request_id, weights, router.spec.salt)
+        name = assign(key or request_id, router.weights, spec.salt)
         content_type = request.headers.get("content-type", "")
         status, content, answer_type, replica, error = await router.forward(
-            router.session, name, body, content_type, UPSTREAM_TIMEOUT_S, request_id)
+            router.session, name, body, content_type, UPSTREAM_TIMEOUT_S, request_id, spec)
         router.record("primary", request_id, name, replica, status, (time.perf_counter() - start) * 1000, key,
-                      body, content, error)
-        mirror = router.spec.mirror
+                      body, content, error, spec)
+        mirror = spec.mirror
         if mirror is not None:
             if router.shadow_in_flight < mirror.max_in_flight:
                 router.shadow_in_flight += 1
                 router.spawn(router.mirror(request_id, key, body, content_type))
             else:
                 router.metrics["shadow"].labels(variant=mirror.to, outcome="dropped").inc()
-        version_label = replica.version if replica is not None else router.spec.variants[name].version
+        version_label = replica.version if replica is not None else spec.variants[name].version
         return Response(content, status_code=status, media_type=answer_type,
                         headers={"X-Request-Id": request_id, "X-Variant": name, "X-Model-Version": version_label or ""})
-
-    def spec_now() -> Spec:
-        return router.spec
 
     async def status(request: Request) -> Response:
         if request.query_params.get("flush") and router.writer is not None:
@@ -511,9 +551,8 @@ def build_app(spec: Spec, folder: Path, *, max_body_bytes: int = MAX_BODY_BYTES)
         try:
             document = await json_body(request)
             weights = document.get("weights", document)
-            if router.canary is not None and router.canary["status"] == "progressing":
-                return refuse(409, "a canary analysis is running: it sets the weights; apply a new spec to stop it",
-                              "CONFLICT")
+            if router.busy:
+                return refuse(409, router.busy, "CONFLICT")
             checked = load_spec({**router.spec.to_dict(), "strategy": "ab" if len(router.spec.variants) > 1 else "single",
                                  "weights": weights, "canary": None, "mirror": None})
             if router.spec.mirror and checked.weights.get(router.spec.mirror.to, 0) > 0:
@@ -538,12 +577,17 @@ def build_app(spec: Spec, folder: Path, *, max_body_bytes: int = MAX_BODY_BYTES)
         except RequestError as error:
             return refuse(error.status, error.message)
         target = document.get("to")
-        if target not in router.spec.variants:
+        if router.busy:
+            return refuse(409, router.busy, "CONFLICT")
+        if not isinstance(target, str) or target not in router.spec.variants:
             return refuse(400, f"switch to an unknown variant {target!r}; the variants are {', '.join(router.spec.variants)}")
         if router.spec.mirror and target == router.spec.mirror.to:
             return refuse(400, f"{target!r} is the shadow variant; its answers never reach a client")
         replicas = [r for r in router.replicas[target] if not r.draining]
+        spec = router.spec
         problems = [p for p in await asyncio.gather(*(healthy(r.url) for r in replicas)) if p]
+        if spec is not router.spec or router.busy:
+            return refuse(409, "a new spec was applied during the health check; switch again", "CONFLICT")
         if not replicas or problems:
             return refuse(409, f"not switching to {target!r}: " + ("; ".join(problems) or "it has no replica"),
                           "UNHEALTHY")
@@ -559,7 +603,7 @@ def build_app(spec: Spec, folder: Path, *, max_body_bytes: int = MAX_BODY_BYTES)
         except RequestError as error:
             return refuse(error.status, error.message)
         name = document.get("variant")
-        if name not in router.spec.variants:
+        if not isinstance(name, str) or name not in router.spec.variants:
             return refuse(400, f"unknown variant {name!r}; the variants are {', '.join(router.spec.variants)}")
         pool = router.replicas[name]
         if "add" in document:
@@ -569,13 +613,15 @@ def build_app(spec: Spec, folder: Path, *, max_body_bytes: int = MAX_BODY_BYTES)
             problem = await healthy(url)
             if problem:
                 return refuse(409, f"not adding {url}: {problem}", "UNHEALTHY")
+            if pool is not router.replicas.get(name) or any(r.url == url for r in pool):
+                return refuse(409, "the replicas changed during the health check; add it again", "CONFLICT")
             pool.append(Replica(url, str(document.get("version") or router.spec.variants[name].version or "") or None))
             router.event("replica_added", f"{url} serves {name!r}")
             router.save()
             return JSONResponse(router.status())
         if "remove" in document:
             url = str(document["remove"]).rstrip("/")
-            found = [r for r in pool if r.url == url]
+            found = [r for r in pool if r.url == url and not r.draining]
             if not found:
                 return refuse(404, f"{url} does not serve {name!r}", "NOT_FOUND")
             if len([r for r in pool if not r.draining]) <= 1 and router.weights.get(name, 0) > 0:
@@ -587,7 +633,8 @@ def build_app(spec: Spec, folder: Path, *, max_body_bytes: int = MAX_BODY_BYTES)
             while replica.in_flight and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             left = replica.in_flight
-            pool.remove(replica)
+            if replica in pool:
+                pool.remove(replica)
             router.event("replica_removed", f"{url} drained ({left} requests still in flight) and removed from {name!r}")
             router.save()
             return JSONResponse({**router.status(), "drained": left == 0, "in_flight_at_removal": left})
@@ -603,8 +650,11 @@ def build_app(spec: Spec, folder: Path, *, max_body_bytes: int = MAX_BODY_BYTES)
             return refuse(error.status, error.message)
         if new.name != router.spec.name:
             return refuse(400, f"this router runs {router.spec.name!r}; a spec named {new.name!r} needs its own router")
+        if router.canary is not None and router.canary["status"] == "promoting":
+            return refuse(409, "the canary is being promoted in the registry; apply the new spec in a moment", "CONFLICT")
         (folder / "spec.json").write_text(json.dumps(new.to_dict(), indent=1))
         router._reset(new, resume=False)
+        router.metrics["weight"].clear()
         for name in new.variants:
             router.metrics["weight"].labels(variant=name).set(router.weights[name])
             router.metrics["errors"].labels(variant=name)
@@ -614,9 +664,11 @@ def build_app(spec: Spec, folder: Path, *, max_body_bytes: int = MAX_BODY_BYTES)
     @contextlib.asynccontextmanager
     async def lifespan(app):
         router.writer = LogWriter(folder / "inference.db")
-        router.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, force_close=False))
+        # keep-alive shorter than uvicorn's 5 s, so the router never reuses a connection the server closed
+        router.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=4))
         limit = spec.mirror.max_in_flight if spec.mirror else 64
-        router.shadow_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(limit, 64)))
+        router.shadow_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(limit, 64),
+                                                                                    keepalive_timeout=4))
         if spec.canary is not None and spec.canary.promote:
             await asyncio.to_thread(_warm_registry)  # import MLflow now, not at the moment of promotion
         router.start_controller()
@@ -625,6 +677,8 @@ def build_app(spec: Spec, folder: Path, *, max_body_bytes: int = MAX_BODY_BYTES)
         finally:
             if router.controller is not None:
                 router.controller.cancel()
+            if router.tasks:  # mirrored requests in flight: let them answer (and be logged) first
+                await asyncio.wait(set(router.tasks), timeout=(router.spec.mirror.timeout_s if router.spec.mirror else 1) + 1)
             for task in list(router.tasks):
                 task.cancel()
             await asyncio.gather(*router.tasks, return_exceptions=True)
@@ -659,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = state_folder(Path(args.home), spec.name)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     uvicorn.run(build_app(spec, folder), host=args.host, port=args.port, access_log=False, log_level="warning",
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=5)  # well inside the 10 s a managed process waits before SIGKILL
     return 0
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -147,6 +148,8 @@ def _url_problem(where: str, url: Any) -> str | None:
         return f"{where} has a port that is not a number: {url!r}"
     if parts.path not in ("", "/"):
         return f"{where} must be the server's base URL without a path (the router adds /invocations), got {url!r}"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return f"{where} must be a plain base URL (no query, fragment or credentials), got {url!r}"
     return None
 
 
@@ -158,7 +161,7 @@ class _Checker:
 
     def number(self, where: str, value: Any, *, low: float | None = None, high: float | None = None,
                positive: bool = False, integer: bool = False) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             self.problems.append(f"{where} must be a number, got {value!r}")
             return None
         if integer and int(value) != value:
@@ -206,7 +209,7 @@ def _variants(check: _Checker, raw: Any, model: str | None) -> dict[str, Variant
     out = {}
     for name, body in raw.items():
         where = f"variant {name!r}"
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             check.problems.append(f"{where}: a variant name is lower-case letters, digits and '-' (it becomes a "
                                   "Kubernetes name and a metric label)")
         if not isinstance(body, dict):
@@ -216,6 +219,8 @@ def _variants(check: _Checker, raw: Any, model: str | None) -> dict[str, Variant
         urls = body.get("urls", [body["url"]] if "url" in body else None)
         if isinstance(urls, str):
             urls = [urls]
+        elif isinstance(urls, tuple):
+            urls = list(urls)
         if not urls or not isinstance(urls, list):
             check.problems.append(f"{where} needs urls: the base URLs of its model servers (one per replica)")
             urls = []
@@ -228,7 +233,7 @@ def _variants(check: _Checker, raw: Any, model: str | None) -> dict[str, Variant
         version = body.get("version")
         version = None if version is None else str(version)
         model_uri = body.get("model_uri") or (f"models:/{model}/{version}" if model and version else None)
-        out[str(name)] = Variant(str(name), tuple(str(u) for u in urls), version, model_uri,
+        out[str(name)] = Variant(str(name), tuple(str(u).rstrip("/") for u in urls), version, model_uri,
                                  _fault(check, f"{where}.fault", body.get("fault")))
     return out
 
@@ -260,9 +265,10 @@ def _canary(check: _Checker, raw: Any, variants: dict[str, Variant], model: str 
     check.keys("canary", raw, fields)
     for role in ("stable", "canary"):
         name = raw.get(role, role)
-        if name not in variants:
+        if not isinstance(name, str) or name not in variants:
             check.problems.append(f"canary.{role} names an unknown variant {name!r}; the variants are {', '.join(variants)}")
     steps = raw.get("steps", list(Canary.steps))
+    steps = list(steps) if isinstance(steps, tuple) else steps
     if not isinstance(steps, list) or not steps:
         check.problems.append(f"canary.steps must be a list of percentages ending at 100, got {steps!r}")
         steps = list(Canary.steps)
@@ -306,7 +312,7 @@ def _mirror(check: _Checker, raw: Any, variants: dict[str, Variant]) -> Mirror |
         check.problems.append("a shadow strategy needs mirror: {to: <variant>} naming the shadow variant")
         return None
     check.keys("mirror", raw, {"to", "timeout_s", "max_in_flight"})
-    if raw["to"] not in variants:
+    if not isinstance(raw["to"], str) or raw["to"] not in variants:
         check.problems.append(f"mirror.to names an unknown variant {raw['to']!r}; the variants are {', '.join(variants)}")
     timeout = check.number("mirror.timeout_s", raw.get("timeout_s", 2.0), positive=True)
     limit = check.number("mirror.max_in_flight", raw.get("max_in_flight", 64), low=1, high=10_000, integer=True)
@@ -325,7 +331,7 @@ def load_spec(source: str | Path | dict) -> Spec:
     known = {"name", "model", "strategy", "variants", "weights", "key_header", "salt", "canary", "mirror", "active"}
     check.keys("the spec", raw, known)
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         check.problems.append(f"name must be lower-case letters, digits and '-' (1-42 characters), got {name!r}")
     strategy = raw.get("strategy")
     if strategy not in STRATEGIES:
@@ -341,12 +347,12 @@ def load_spec(source: str | Path | dict) -> Spec:
     if variants and strategy in STRATEGIES:
         weights, canary, mirror = _strategy(check, strategy, raw, variants, model)
     key_header = raw.get("key_header", DEFAULT_KEY_HEADER)
-    if not isinstance(key_header, str) or not re.match(r"^[A-Za-z0-9-]+$", key_header):
+    if not isinstance(key_header, str) or not re.fullmatch(r"[A-Za-z0-9-]+", key_header):
         check.problems.append(f"key_header must be an HTTP header name such as 'X-User-Id', got {key_header!r}")
     if check.problems:
         raise SpecError(check.problems)
     return Spec(name=name, strategy=strategy, variants=variants, weights=weights, model=model,
-                key_header=key_header, salt=str(raw.get("salt", "")), canary=canary, mirror=mirror)
+                key_header=key_header, salt=str(raw.get("salt") or ""), canary=canary, mirror=mirror)
 
 
 def _strategy(check: _Checker, strategy: str, raw: dict, variants: dict[str, Variant], model):
@@ -364,6 +370,10 @@ def _strategy(check: _Checker, strategy: str, raw: dict, variants: dict[str, Var
         return {}, canary, None
     if strategy == "shadow":
         mirror = _mirror(check, raw.get("mirror"), variants)
+    for section in ("canary", "mirror"):
+        if raw.get(section) is not None and strategy != {"canary": "canary", "mirror": "shadow"}[section]:
+            check.problems.append(f"a {section} section belongs to a {'canary' if section == 'canary' else 'shadow'} "
+                                  f"strategy, not {strategy}")
     if "weights" in raw:
         weights = _weights(check, raw["weights"], variants)
     elif strategy == "ab":
@@ -374,7 +384,7 @@ def _strategy(check: _Checker, strategy: str, raw: dict, variants: dict[str, Var
         if active is None:
             served = [n for n in names if not (mirror and n == mirror.to)]
             active = served[0] if served else names[0]
-        if active not in variants:
+        if not isinstance(active, str) or active not in variants:
             check.problems.append(f"active names an unknown variant {active!r}; the variants are {', '.join(variants)}")
             return {}, None, mirror
         weights = {n: (100.0 if n == active else 0.0) for n in names}
@@ -382,6 +392,8 @@ def _strategy(check: _Checker, strategy: str, raw: dict, variants: dict[str, Var
         check.problems.append("an ab strategy needs at least two variants")
     if strategy == "bluegreen" and len(variants) != 2:
         check.problems.append(f"a bluegreen strategy has exactly two variants, got {len(variants)}")
+    elif strategy == "bluegreen" and weights and sorted(weights.values()) != [0.0, 100.0]:
+        check.problems.append(f"a bluegreen strategy sends all traffic to one colour; got weights {weights} (use ab to split)")
     if strategy in ("single", "rolling") and len(variants) != 1:
         check.problems.append(f"a {strategy} strategy has exactly one variant, got {len(variants)}")
     if mirror and weights.get(mirror.to, 0) > 0:
