@@ -104,3 +104,31 @@ def test_features_benchmark_writes_json_and_markdown(tmp_path, home):
     duckdb = by[("Feast DuckDB offline store", 600)]
     assert f"| Feast DuckDB offline store | {duckdb['entity_rows']:,} | {duckdb['rows_per_s']:,.0f} | " in text
     assert "| Feast feature server, HTTP | 20 |" in text and f"on {os.cpu_count()} CPUs" in text
+
+
+@pytest.mark.integration
+def test_deployment_benchmark_writes_json_and_markdown(tmp_path, home):
+    import os
+
+    spec = importlib.util.spec_from_file_location("bench_deployment", ROOT / "benchmarks" / "bench_deployment.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(out=tmp_path, step_seconds=0.3, round_seconds=0.3, rounds_count=1, start_rate=20, max_rate=40,
+                      gateway_step_seconds=0.3, gateway_rounds=1, gateway_round_seconds=0.3, gateway_start_rate=50,
+                      gateway_max_rate=100) == 0
+    assert os.environ["MLOPS_LAB_HOME"] == str(home), "the benchmark restores the workspace it found"
+    assert not list(home.iterdir()), "the servers and routers live in a temporary home of their own"
+    data = json.loads((tmp_path / "deployment.json").read_text())
+    assert list(data["results"]) == ["mlflow scoring server", "onnx gateway"]
+    for row in data["results"].values():
+        assert row["direct"]["max_throughput_rps"] > 0 and row["router"]["max_throughput_rps"] > 0
+        assert row["direct"]["rate"] == row["router"]["rate"], "both paths measured at the same rate"
+        assert row["router"]["router_cpu_ms_per_request"] >= 0
+    shadow = data["shadow"]
+    assert shadow["mirroring on"]["rate"] == shadow["mirroring off"]["rate"]
+    assert shadow["mirrored"]["answered"] > 0 and shadow["mirrored_null"]["answered"] > 0, "the shadow routers mirrored"
+    assert set(data["targets"]) == {"router_p99_added", "router_throughput", "shadow_p99"}
+    assert all(isinstance(t["met"], bool) for t in data["targets"].values())
+    text = (tmp_path / "deployment.md").read_text()
+    assert "| mlflow scoring server | router |" in text and "| onnx gateway | direct |" in text
+    assert text.count("- Target, ") == 3
