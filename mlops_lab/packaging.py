@@ -61,13 +61,22 @@ def to_onnx(pipeline, X_sample: pd.DataFrame, target_opset: int = 18):
 
 
 class OnnxPredictor:
-    """An onnxruntime session with the scikit-learn methods ``predict`` and ``predict_proba``."""
+    """An onnxruntime session with the scikit-learn methods ``predict`` and ``predict_proba``.
 
-    def __init__(self, onnx_model) -> None:
+    One intra-op thread that sleeps when idle: onnxruntime's default thread pool spins while it waits
+    for work, which for one-row requests at ~80/s cost 13 ms of CPU per call instead of 0.35 ms here
+    (measured), taking a whole core from the servers beside it. Pass ``threads`` for large batches.
+    """
+
+    def __init__(self, onnx_model, threads: int = 1) -> None:
         import onnxruntime as rt
 
         raw = onnx_model if isinstance(onnx_model, bytes) else onnx_model.SerializeToString()
-        self.session = rt.InferenceSession(raw, providers=["CPUExecutionProvider"])
+        options = rt.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = rt.InferenceSession(raw, sess_options=options, providers=["CPUExecutionProvider"])
 
     def run(self, X: pd.DataFrame):
         return self.session.run(None, onnx_feeds(X))
