@@ -406,26 +406,11 @@ def test_read_body_gives_up_past_the_drain_limit_and_skips_bodies_it_need_not_re
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A gateway process (ONNX back end) for a freshly logged credit model, plus rows and their predictions."""
-    import mlflow
-
-    root = tmp_path_factory.mktemp("gateway-413")
-    saved = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    try:
-        split = training.credit_split(datasets.load_german_credit())
-        pipeline = training.credit_pipeline("logistic_regression").fit(split.X_train, split.y_train)
-        experiment = mlflow.create_experiment("gateway-413", artifact_location=(root / "artifacts").as_uri())
-        with mlflow.start_run(experiment_id=experiment):
-            info = training.log_sklearn_model(pipeline, split.X_train)
-        path = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(root / "model"))
-    finally:
-        mlflow.set_tracking_uri(saved)
-    X = split.X_test.head(5)
-    with serving.gateway_server(path, backend="onnx") as server:
-        yield {"server": server, "url": server.url + "/invocations", "X": X, "expected": pipeline.predict(X),
-               "root": root}
+def served(model):
+    """A gateway process (ONNX back end) for the logged credit model, plus rows and their predictions."""
+    X = model["X"].head(5)
+    with serving.gateway_server(model["uri"], backend="onnx") as server:
+        yield {"server": server, "url": server.url + "/invocations", "X": X, "expected": model["pipeline"].predict(X)}
 
 
 def oversized(X: pd.DataFrame, size: int) -> bytes:
