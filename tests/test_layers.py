@@ -15,6 +15,7 @@ LAYERS = {
     "model": ["training", "tuning", "evaluation", "explain", "validation", "governance"],
     "release": ["packaging", "registry", "environments", "auth", "access", "promotion"],
     "serve": ["serving", "gateway", "loadtest", "deployment"],
+    "operate": ["monitoring"],
     "course": ["prerequisites", "runner", "labs", "grading", "cli"],
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}

@@ -97,33 +97,45 @@ class InferenceLog:
         finally:
             connection.close()
 
-    def add_labels(self, labels: dict[str, Any] | pd.Series) -> int:
+    def add_labels(self, labels: dict[str, Any] | pd.Series, *, at: float | pd.Timestamp | None = None) -> int:
         """Record labels that arrived later, by request id (a dict or a Series indexed by request id).
 
+        ``at`` is when they arrived (default: now; a replay of history passes the historical time).
         A label sent again for the same request replaces the first (the latest truth wins);
         returns how many labels were written."""
         items = list(labels.items())
-        now = time.time()
+        when = time.time() if at is None else (pd.Timestamp(at).timestamp() if not isinstance(at, (int, float))
+                                                else float(at))
         connection = _connect(self.path)
         try:
             with connection:
                 connection.executemany("INSERT OR REPLACE INTO labels (request_id, label, at) VALUES (?, ?, ?)",
-                                       [(str(k), json.dumps(_plain(v)), now) for k, v in items])
+                                       [(str(k), json.dumps(_plain(v)), when) for k, v in items])
         finally:
             connection.close()
         return len(items)
+
+    def labels(self) -> pd.DataFrame:
+        """Every label received: ``request_id``, ``label`` and ``at`` (when it arrived, UTC)."""
+        if not self.path.is_file():
+            return pd.DataFrame({"request_id": pd.Series(dtype=str), "label": pd.Series(dtype=object),
+                                 "at": pd.Series(dtype="datetime64[ns, UTC]")})
+        connection = _connect(self.path)
+        try:
+            table = pd.read_sql_query("SELECT request_id, label, at FROM labels ORDER BY at, request_id", connection)
+        finally:
+            connection.close()
+        table["label"] = table["label"].map(_loads)
+        table["at"] = pd.to_datetime(table["at"], unit="s", utc=True)
+        return table
 
     def labelled(self, role: str = "primary") -> pd.DataFrame:
         """The log's ``role`` rows with a ``label`` column (NaN where no label has arrived yet)."""
         table = self.frame(role, parse=True)
         if not self.path.is_file():
             return table.assign(label=None)
-        connection = _connect(self.path)
-        try:
-            labels = dict(connection.execute("SELECT request_id, label FROM labels").fetchall())
-        finally:
-            connection.close()
-        table["label"] = table["request_id"].map(lambda r: _loads(labels[r]) if r in labels else None)
+        labels = dict(zip(*[self.labels()[c] for c in ("request_id", "label")]))
+        table["label"] = table["request_id"].map(lambda r: labels.get(r))
         return table
 
 
