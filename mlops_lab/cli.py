@@ -16,6 +16,12 @@
     mlops-lab router status|weights|switch|apply [--url URL] ...   talk to a running router
     mlops-lab router log NAME [--tail N]          the last answers of a router's inference log
     mlops-lab router manifests SPEC [--out DIR]   the same strategy as Kubernetes manifests, validated
+    mlops-lab monitor up [--target JOB=URL ...] [--for 30s] [--rules FILE] [--group-wait 5s]   Prometheus,
+                                                  Alertmanager and the alert receiver, until `monitor down`
+    mlops-lab monitor status                      their URLs, the scrape targets' health, firing alerts
+    mlops-lab monitor down                        stop them
+    mlops-lab monitor serve CONFIG.json [--port P]  the monitor service (drift on an inference log) in the
+                                                  foreground, /metrics for Prometheus
 """
 
 from __future__ import annotations
@@ -212,6 +218,45 @@ def cmd_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_monitor(report: dict) -> None:
+    for row in report["components"]:
+        print(f"{row['component']:>13}  {row['status']:<5} {row['url']}")
+    if report["targets"]:
+        print("\ntargets:")
+        for target in report["targets"]:
+            error = f"  ({target['last_error']})" if target["last_error"] else ""
+            print(f"{target['job']:>13}  {target['health']:<7} {target['url']}{error}")
+    print(f"\nalerts delivered to {report['store']}; firing now: {', '.join(report['firing']) or 'none'}")
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from mlops_lab.monitoring.stack import down, parse_targets, status, up
+
+    if args.monitor_command == "up":
+        timers = {name: getattr(args, name) for name in ("group_wait", "group_interval", "repeat_interval")
+                  if getattr(args, name)}
+        options = {"scrape_interval": args.scrape_interval, "evaluation_interval": args.evaluation_interval,
+                   "alertmanager_timers": timers}
+        if args.rules:
+            options["rules"] = Path(args.rules)
+        up(parse_targets(args.target), for_=args.for_, **options)
+        _print_monitor(status())
+        print("\nPrometheus scrapes new targets about 5 s after it starts. "
+              "Stop with `mlops-lab monitor down`.")
+        return 0
+    if args.monitor_command == "status":
+        _print_monitor(status())
+        return 0
+    if args.monitor_command == "serve":
+        from mlops_lab.monitoring import service
+        from mlops_lab.processes import free_port
+
+        return service.main([args.config, "--port", str(args.port or free_port())])
+    stopped = down()
+    print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    return 0
+
+
 def _pair(text: str) -> tuple[str, float]:
     name, _, value = text.partition("=")
     try:
@@ -279,6 +324,30 @@ def parser() -> argparse.ArgumentParser:
     router.add_argument("--tail", type=int, default=20, help="log: how many answers to show")
     router.add_argument("--out", default=None, help="manifests: write files here instead of printing")
     router.set_defaults(fn=cmd_router)
+
+    monitor = sub.add_parser("monitor", help="monitoring: Prometheus, Alertmanager and the alert receiver")
+    monitor_sub = monitor.add_subparsers(dest="monitor_command", required=True)
+    monitor_up = monitor_sub.add_parser("up", help="start the stack; it keeps running until `monitor down`")
+    monitor_up.add_argument("--target", action="append", default=[], metavar="JOB=URL",
+                            help="a metrics endpoint to scrape, e.g. monitor=http://127.0.0.1:8000/metrics "
+                                 "(repeatable; default: none, the stack alone)")
+    monitor_up.add_argument("--for", dest="for_", default=None, metavar="DURATION",
+                            help="replace every rule's `for:` (e.g. 30s for a demo; default: the rules' own)")
+    monitor_up.add_argument("--rules", default=None, metavar="FILE",
+                            help="a rules file of your own (default: the course's rules.yml)")
+    monitor_up.add_argument("--scrape-interval", default="15s", metavar="DURATION", help="default 15s")
+    monitor_up.add_argument("--evaluation-interval", default="15s", metavar="DURATION", help="default 15s")
+    for timer, default in (("group-wait", "30s"), ("group-interval", "5m"), ("repeat-interval", "4h")):
+        monitor_up.add_argument(f"--{timer}", default=None, metavar="DURATION",
+                                help=f"Alertmanager's {timer.replace('-', '_')} (default: the configuration's {default})")
+    monitor_up.set_defaults(fn=cmd_monitor)
+    monitor_sub.add_parser("status", help="URLs, the scrape targets' health, firing alerts").set_defaults(fn=cmd_monitor)
+    monitor_sub.add_parser("down", help="stop the stack started by `monitor up`").set_defaults(fn=cmd_monitor)
+    monitor_serve = monitor_sub.add_parser("serve", help="the monitor service for a configuration written by "
+                                                          "monitoring.ServiceConfig(...).save(path)")
+    monitor_serve.add_argument("config", help="the service's JSON configuration")
+    monitor_serve.add_argument("--port", type=int, default=None, help="default: a free port")
+    monitor_serve.set_defaults(fn=cmd_monitor)
     return p
 
 
@@ -298,9 +367,14 @@ def main(argv: list[str] | None = None) -> int:
         from mlops_lab.runner import RunnerError
         from mlops_lab.deployment import RouterError, SpecError
 
-        if isinstance(exc, (WorkspaceError, DataError, RunnerError, LabBuildError, EnvError, AuthError,
-                            ProcessError, SpecError, RouterError)) or (
-                args.command == "router" and isinstance(exc, (ValueError, OSError))):
+        known: tuple[type[BaseException], ...] = (WorkspaceError, DataError, RunnerError, LabBuildError, EnvError,
+                                                  AuthError, ProcessError, SpecError, RouterError)
+        if args.command == "monitor":
+            from mlops_lab.monitoring.alerts import AlertRulesError, MissingBinaryError
+            from mlops_lab.monitoring.stack import StackError
+
+            known += (AlertRulesError, MissingBinaryError, StackError)
+        if isinstance(exc, known) or (args.command == "router" and isinstance(exc, (ValueError, OSError))):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

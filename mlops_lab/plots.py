@@ -197,3 +197,60 @@ def latency_histograms(samples: dict[str, list[float]], unit: str = "ms", title:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def drift_heatmap(scores: pd.DataFrame, *, threshold: float | None = None, label: str = "PSI",
+                  title: str = "Drift per feature and window"):
+    """Features (rows) x windows (columns) coloured by a drift score, each cell written out;
+    cells at or above ``threshold`` are framed (the monitor's line for "material")."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = scores.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(max(6, 0.62 * scores.shape[1] + 2), 0.42 * scores.shape[0] + 1.4))
+    ceiling = max(1.0, float(np.nanmax(values))) if np.isfinite(values).any() else 1.0
+    image = ax.imshow(np.clip(values, 0, ceiling), cmap="Reds", vmin=0, vmax=ceiling, aspect="auto")
+    ax.set_xticks(range(scores.shape[1]), [str(c) for c in scores.columns], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(scores.shape[0]), [str(i) for i in scores.index], fontsize=8)
+    for (row, column), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if value > 0.6 * ceiling else "black")
+            if threshold is not None and value >= threshold:
+                ax.add_patch(plt.Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="#1d3557", lw=1.5))
+    fig.colorbar(image, ax=ax, label=label + (f" (framed: >= {threshold:g})" if threshold is not None else ""))
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def error_over_time(timeline: pd.DataFrame, *, error: str = "error", baseline: float | None = None,
+                    states: list[str] | None = None, ratio: float | None = None, label: str = "error",
+                    title: str = "Model error per window"):
+    """The model's error per window, the baseline (and ``ratio`` x baseline, the alert line), and
+    markers where an alert was pending (open) or firing (filled)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    x = range(len(timeline))
+    ax.plot(x, timeline[error], marker="o", color="#457b9d", label=label)
+    if baseline is not None:
+        ax.axhline(baseline, color="#2a9d8f", linestyle="--", linewidth=1, label=f"baseline {baseline:.3g}")
+        if ratio is not None:
+            ax.axhline(ratio * baseline, color="#e63946", linestyle=":", linewidth=1,
+                       label=f"alert line {ratio:g} x baseline")
+    if states is not None:
+        top = float(timeline[error].max()) * 1.08
+        for i, state in enumerate(states):
+            if state == "firing":
+                ax.scatter(i, top, marker="v", color="#e63946", s=60, zorder=3)
+            elif state == "pending":
+                ax.scatter(i, top, marker="v", facecolors="none", edgecolors="#e63946", s=60, zorder=3)
+        ax.scatter([], [], marker="v", color="#e63946", label="alert firing")
+        ax.scatter([], [], marker="v", facecolors="none", edgecolors="#e63946", label="alert pending")
+    ax.set_xticks(list(x), [str(i) for i in timeline.index], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(label)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig

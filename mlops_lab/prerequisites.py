@@ -79,3 +79,60 @@ def challenger(name: str = CREDIT_MODEL, *, seed: int = SEED) -> str:
     version = _gated(name, run_name="challenger-candidate", seed=seed, n_estimators=150, learning_rate=0.05,
                      max_depth=2, subsample=0.8, min_samples_leaf=5)
     return str(version.version)
+
+
+PRODUCTION = "credit-production"
+"""The deployment whose inference log the monitoring lesson reads."""
+
+
+def inference_log(name: str = PRODUCTION, *, requests: int = 400, drift_from: int = 200, seed: int = SEED):
+    """The inference log of ``name``: the champion behind a router, after ``requests`` real requests.
+
+    Lesson 12 ends with traffic flowing through the router; the monitoring lesson needs that
+    traffic. The champion (:func:`champion`) is served by the ONNX gateway behind a ``single``
+    router, and ``requests`` applications from German Credit's test split (drawn with a seed) are
+    sent one by one with an ``X-User-Id``. From request ``drift_from`` on, the applications come
+    from a campaign for larger loans: ``credit_amount`` is 1.8 times higher and ``duration`` 12
+    months longer (a known, controlled drift). What the lender later learns (``risk`` of each
+    application, by request id) is kept beside the log as ``truth.parquet``, for the lesson to send
+    as delayed labels. Both are reused when the log already holds the requests.
+
+    Returns the :class:`~mlops_lab.deployment.log.InferenceLog`.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from mlops_lab import config, datasets, deployment, registry, serving, training
+
+    from mlops_lab.deployment.routing import state_folder
+
+    uri = champion(seed=seed)
+    home = config.workspace()
+    folder = state_folder(home, name)
+    log = deployment.InferenceLog(folder / "inference.db")
+    truth_file = folder / "truth.parquet"
+    if truth_file.is_file() and len(pd.read_parquet(truth_file)) >= requests:
+        return log
+    split = training.credit_split(datasets.load_german_credit(), seed=seed)
+    rows = np.random.default_rng(seed).choice(len(split.X_test), requests, replace=True)
+    X = split.X_test.iloc[rows].reset_index(drop=True)
+    y = split.y_test.iloc[rows].reset_index(drop=True)
+    X.loc[drift_from:, "credit_amount"] = (X.loc[drift_from:, "credit_amount"] * 1.8).round().astype(int)
+    X.loc[drift_from:, "duration"] = X.loc[drift_from:, "duration"] + 12
+    version = registry.version_for(CREDIT_MODEL, registry.CHAMPION).version
+    spec = {"name": name, "model": CREDIT_MODEL, "strategy": "single",
+            "variants": {"stable": {"version": str(version), "urls": []}}}
+    ids = []
+    with serving.gateway_server(uri) as gateway:
+        spec["variants"]["stable"]["urls"] = [gateway.url]
+        with deployment.router(spec) as router:
+            client = router.scoring_client()
+            for i in range(requests):
+                answer = client.post(*serving.payload(X.iloc[[i]]), headers={"X-User-Id": f"applicant-{i}"})
+                if not answer.ok:
+                    raise RuntimeError(f"request {i} was refused ({answer.status}): {answer.message[:300]}")
+                ids.append(answer.headers["X-Request-Id"])
+            router.client().status(flush=True)
+    pd.DataFrame({"request_id": ids, "risk": y.to_numpy(), "drifted": np.arange(requests) >= drift_from}).to_parquet(
+        truth_file)
+    return log

@@ -329,3 +329,60 @@ def test_the_service_watches_the_log_and_serves_metrics(tmp_path, credit):
         assert "error" in status and "DatabaseError" in status["error"] and status["drifted"] == ["credit_amount"]
         with urllib.request.urlopen(server.url + "/metrics", timeout=10) as answer:
             assert samples(answer.read().decode())[("mlops_monitor_checks_total", (("result", "error"),))] == 1
+
+
+# -- measuring the monitor -------------------------------------------------------------------------------
+def test_calibration_measures_false_alarms_and_detection_delay_both_ways(pools):
+    from mlops_lab.monitoring import calibration
+
+    reference, pool = pools
+    monitor = monitoring.Monitor(reference, numeric=NUMERIC, categorical=CATEGORICAL)
+    quiet = calibration.false_alarm_rate(monitor, pool, windows=20, size=1000)
+    assert quiet["windows"] == 20 and quiet["rate"] <= 0.1
+    strict = monitoring.Monitor(reference, numeric=NUMERIC, categorical=CATEGORICAL,
+                                thresholds=Thresholds(alpha=1.0, psi=1e-6, wasserstein=1e-6))
+    assert calibration.false_alarm_rate(strict, pool, windows=5, size=1000)["rate"] == 1  # it can fail
+    caught = calibration.detection_delay(monitor, pool, "temp", sigmas=0.5, trials=4, before=1, after=3)
+    assert caught["missed"] == 0 and caught["max"] <= 2 and caught["early"] == 0
+    blind = monitoring.Monitor(reference, numeric=NUMERIC, categorical=CATEGORICAL,
+                               thresholds=Thresholds(psi=5, wasserstein=5))
+    missed = calibration.detection_delay(blind, pool, "temp", sigmas=0.5, trials=2, before=1, after=2)
+    assert missed["missed"] == 2 and missed["max"] is None
+    with pytest.raises(MonitoringError, match="not one of the monitor's numeric features"):
+        calibration.detection_delay(monitor, pool, "weathersit")
+
+
+def test_alert_states_follow_prometheus_for_semantics():
+    from mlops_lab.monitoring.calibration import alert_states
+
+    alarms = [False, True, True, False, True, True, True]
+    assert alert_states(alarms, 0) == ["inactive", "firing", "firing", "inactive", "firing", "firing", "firing"]
+    assert alert_states(alarms, 1) == ["inactive", "pending", "firing", "inactive", "pending", "firing", "firing"]
+    assert alert_states(alarms, 2)[:3] == ["inactive", "pending", "pending"] and alert_states(alarms, 2)[-1] == "firing"
+
+
+# -- would the course's alert fire on what the monitor exports? ------------------------------------------
+def test_the_course_rules_fire_on_the_monitors_metrics_both_ways(pools):
+    from promstack import need
+
+    from mlops_lab.monitoring import alerts
+
+    need("promtool")
+    reference, pool = pools
+    monitor = monitoring.Monitor(reference, numeric=NUMERIC, categorical=CATEGORICAL)
+    window = pool.sample(1000, random_state=3)
+    pages = {}
+    for name, frame in {"stable": window, "drifted": window.assign(temp=window["temp"] + 0.6 * reference["temp"].std())}.items():
+        metrics = monitoring.MonitorMetrics()
+        metrics.update(monitor.check(frame))
+        pages[name] = metrics.exposition().decode()
+    assert alerts.fires(alerts.RULES, pages["stable"], "FeatureShift") == []
+    [shift] = alerts.fires(alerts.RULES, pages["drifted"], "FeatureShift")
+    assert shift["feature"] == "temp" and shift["severity"] == "warning"
+    assert alerts.fires(alerts.RULES, pages["drifted"], "FeatureShift", after="5m") == []  # for: 10m not yet over
+    assert alerts.fires(alerts.RULES, pages["stable"], "LabelsMissing") == []  # no labels measured: not "missing"
+    with pytest.raises(alerts.AlertRulesError, match="no alert named 'Nope'"):
+        alerts.fires(alerts.RULES, pages["stable"], "Nope")
+    broken = "groups:\n- name: x\n  rules:\n  - alert: Broken\n    expr: mlops_monitor_drift_score >>> 1\n"
+    with pytest.raises(alerts.AlertRulesError, match="promtool could not evaluate"):
+        alerts.fires(broken, pages["stable"], "Broken")

@@ -7,8 +7,10 @@
 - ``monitor``: :class:`Monitor`, one check per window, a :class:`Timeline` over many;
 - ``report``: the same windows through Evidently (HTML report, agreement with our decisions);
 - ``metrics`` and ``service``: the monitor's state as Prometheus metrics, served by a process;
-- ``alerts`` and ``stack``: the alert rules, Alertmanager, the webhook receiver, and the real
-  Prometheus + Alertmanager on loopback.
+- ``calibration``: the monitor measured (false alarms, detection delay) and ``for:`` over windows;
+- ``alerts``, ``receiver`` and ``stack``: the alert rules (checked and tested with ``promtool``),
+  Alertmanager's configuration, the webhook receiver that records alerts, and the real Prometheus
+  and Alertmanager on loopback (``mlops-lab monitor up|status|down``).
 
 The operate layer: it reads what the serve layer wrote (the router's inference log) and never
 trains or serves itself.

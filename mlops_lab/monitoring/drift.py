@@ -351,7 +351,10 @@ def error(y_true, y_pred, metric: str = "mae") -> float:
     if not len(truth):
         return float("nan")
     if metric == "error_rate":
-        return float((truth.astype(str) != pred.astype(str)).mean())
+        try:  # classes as numbers (1 and 1.0 are the same class) or, failing that, as text
+            return float((truth.astype(float).to_numpy() != pred.astype(float).to_numpy()).mean())
+        except (TypeError, ValueError):
+            return float((truth.astype(str) != pred.astype(str)).mean())
     truth, pred = truth.astype(float).to_numpy(), pred.astype(float).to_numpy()
     if metric == "mae":
         return float(np.mean(np.abs(truth - pred)))

@@ -52,6 +52,9 @@ class MonitorMetrics:
                               registry=self.registry)
         for result in ("ok", "cannot_judge", "error"):
             self.checks.labels(result=result)
+        for name, (_, labels) in METRICS.items():
+            if not labels:  # NaN until measured: "unknown", and false in every PromQL comparison
+                self.gauges[name].set(math.nan)
 
     def update(self, check: Check, *, coverage: float | None = None, pending: int | None = None,
                delay_seconds: float | None = None) -> None:

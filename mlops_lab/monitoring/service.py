@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     thread = threading.Thread(target=_loop, args=(watcher, stop), daemon=True, name="monitor-loop")
     thread.start()
+    print(f"monitor of {watcher.settings.log} on http://{args.host}:{args.port}/metrics (Ctrl-C stops it)", flush=True)
     try:
         uvicorn.run(app(watcher), host=args.host, port=args.port, log_level="warning")
     finally:
@@ -182,6 +183,13 @@ class MonitorServer(ManagedProcess):
         request = urllib.request.Request(self.url + "/check", data=b"", method="POST")
         with urllib.request.urlopen(request, timeout=60) as answer:
             return json.loads(answer.read())
+
+    def metrics(self) -> str:
+        """The service's ``/metrics`` page (Prometheus text format)."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as answer:
+            return answer.read().decode()
 
     def status(self) -> dict:
         import urllib.request
