@@ -55,6 +55,7 @@ bench: setup
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_auth.py
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_features.py
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_deployment.py
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_monitoring.py
 
 ui: setup
 	$(BIN)/mlops-lab ui --port $(PORT)

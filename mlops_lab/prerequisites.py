@@ -111,8 +111,15 @@ def inference_log(name: str = PRODUCTION, *, requests: int = 400, drift_from: in
     folder = state_folder(home, name)
     log = deployment.InferenceLog(folder / "inference.db")
     truth_file = folder / "truth.parquet"
-    if truth_file.is_file() and len(pd.read_parquet(truth_file)) >= requests:
-        return log
+    asked = {"requests": requests, "drift_from": drift_from, "seed": seed}
+    if truth_file.is_file():
+        truth = pd.read_parquet(truth_file)
+        logged = log.frame("primary")["request_id"].tolist()
+        if truth.attrs.get("traffic", {}) == asked and logged == truth["request_id"].tolist():
+            return log
+    for suffix in ("", "-wal", "-shm"):  # a log from other traffic (or a run cut short) is not this one
+        (folder / f"inference.db{suffix}").unlink(missing_ok=True)
+    truth_file.unlink(missing_ok=True)
     split = training.credit_split(datasets.load_german_credit(), seed=seed)
     rows = np.random.default_rng(seed).choice(len(split.X_test), requests, replace=True)
     X = split.X_test.iloc[rows].reset_index(drop=True)
@@ -133,6 +140,7 @@ def inference_log(name: str = PRODUCTION, *, requests: int = 400, drift_from: in
                     raise RuntimeError(f"request {i} was refused ({answer.status}): {answer.message[:300]}")
                 ids.append(answer.headers["X-Request-Id"])
             router.client().status(flush=True)
-    pd.DataFrame({"request_id": ids, "risk": y.to_numpy(), "drifted": np.arange(requests) >= drift_from}).to_parquet(
-        truth_file)
+    truth = pd.DataFrame({"request_id": ids, "risk": y.to_numpy(), "drifted": np.arange(requests) >= drift_from})
+    truth.attrs["traffic"] = asked  # kept in the Parquet file's metadata
+    truth.to_parquet(truth_file)
     return log

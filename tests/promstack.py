@@ -96,10 +96,15 @@ def start_exporter(folder: Path, **scores: float) -> Exporter:
 
 
 def render(scores: dict[str, float]) -> str:
-    """Prometheus's text format for the drift scores (one PSI gauge per feature)."""
+    """Prometheus's text format for the drift scores (one PSI gauge per feature) and the decision a
+    monitor would take on them (drifted when the PSI is above 0.2)."""
     lines = ["# HELP mlops_monitor_drift_score Drift of a feature between the reference and the window",
              "# TYPE mlops_monitor_drift_score gauge"]
     lines += [f'mlops_monitor_drift_score{{feature="{name}",statistic="psi"}} {float(value)!r}'
+              for name, value in sorted(scores.items())]
+    lines += ["# HELP mlops_monitor_feature_drifted 1 when the monitor judged the feature drifted",
+              "# TYPE mlops_monitor_feature_drifted gauge"]
+    lines += [f'mlops_monitor_feature_drifted{{feature="{name}"}} {1.0 if value > 0.2 else 0.0}'
               for name, value in sorted(scores.items())]
     return "\n".join(lines) + "\n"
 

@@ -132,3 +132,16 @@ def test_deployment_benchmark_writes_json_and_markdown(tmp_path, home):
     text = (tmp_path / "deployment.md").read_text()
     assert "| mlflow scoring server | router |" in text and "| onnx gateway | direct |" in text
     assert text.count("- Target, ") == 3
+
+
+@pytest.mark.integration
+def test_monitoring_benchmark_writes_json_and_markdown(tmp_path, home):
+    spec = importlib.util.spec_from_file_location("bench_monitoring", ROOT / "benchmarks" / "bench_monitoring.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(out=tmp_path, repeats=1, logs=(200, 400), windows=(500,)) == 0
+    data = json.loads((tmp_path / "monitoring.json").read_text())
+    assert list(data["per_window"]) == ["500"] and data["per_window"]["500"]["ours_ms"] > 0
+    assert list(data["per_check"]["rows"]) == ["200", "400"]
+    assert all(row["verdict"] in ("stable", "drift") for row in data["per_check"]["rows"].values())
+    assert "| 400 |" in (tmp_path / "monitoring.md").read_text()

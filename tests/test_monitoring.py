@@ -268,10 +268,19 @@ def test_multi_row_requests_take_one_label_per_row():
     predictions = pd.DataFrame({"request_id": ["a", "a", "b"], "row": [0, 1, 0], "at": pd.Timestamp("2026-01-01")})
     feedback = monitoring.join_labels(predictions, {"a": [1, 0], "b": 1})
     assert list(feedback.frame["label"]) == [1, 0, 1]
-    with pytest.raises(MonitoringError, match="scored 2 rows but got 3 labels"):
-        monitoring.join_labels(predictions, {"a": [1, 0, 1]})
-    with pytest.raises(MonitoringError, match="send a list of 2 labels"):
+    with pytest.raises(MonitoringError, match="scored at least 2 rows but got 1 label"):
+        monitoring.join_labels(predictions, {"a": [1]})
+    with pytest.raises(MonitoringError, match="send a list of labels, one per row"):
         monitoring.join_labels(predictions, {"a": 1})
+    cut = monitoring.join_labels(predictions.iloc[1:], {"a": np.array([1, 0])})  # a window holding one of a's rows
+    assert list(cut.frame["label"]) == [0, None]
+    numbered = monitoring.join_labels(predictions.assign(request_id=["1", "1", "2"]),
+                                      pd.DataFrame({"request_id": [1, 2], "label": [[1, 1], 0]}))
+    assert list(numbered.frame["label"]) == [1, 1, 0]  # ids given as numbers still match
+    latest = monitoring.join_labels(predictions, pd.DataFrame({
+        "request_id": ["b", "b"], "label": [0, 1],
+        "at": [pd.Timestamp("2026-01-03", tz="UTC"), pd.Timestamp("2026-01-02", tz="UTC")]}))
+    assert latest.frame["label"].iloc[2] == 0  # the label that arrived last wins, whatever the order given
 
 
 # -- metrics and the service ---------------------------------------------------------------------------
@@ -386,3 +395,13 @@ def test_the_course_rules_fire_on_the_monitors_metrics_both_ways(pools):
     broken = "groups:\n- name: x\n  rules:\n  - alert: Broken\n    expr: mlops_monitor_drift_score >>> 1\n"
     with pytest.raises(alerts.AlertRulesError, match="promtool could not evaluate"):
         alerts.fires(broken, pages["stable"], "Broken")
+
+
+def test_the_log_reads_its_newest_answers_and_the_labels_asked_for(tmp_path, credit):
+    log = write_log(tmp_path / "inference.db", credit[training.CREDIT_FEATURES].head(30))
+    assert list(log.frame(last=5)["request_id"]) == [f"r{i}" for i in range(25, 30)]
+    assert len(log.frame(last=100)) == 30 and len(log.frame()) == 30
+    log.add_labels({"r1": 1, "r28": 0, "ghost": 1})
+    assert set(log.labels(["r28", "r29"])["request_id"]) == {"r28"}
+    assert log.labels([]).empty and len(log.labels()) == 3
+    assert log.unknown_labels() == ["ghost"]

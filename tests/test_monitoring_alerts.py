@@ -46,11 +46,13 @@ def test_the_shipped_rules_load_with_production_timings_and_their_thresholds():
     drift = rules["FeatureDrift"]
     assert drift.for_ == "10m" and drift.severity == "warning"
     assert drift.labels == {"severity": "warning", "statistic": "psi", "threshold": "0.2"}
-    assert drift.expr == 'mlops_monitor_drift_score{statistic="psi"} > 0.2'
+    assert drift.expr == ('mlops_monitor_drift_score{statistic="psi"} > 0.2 and ignoring(statistic) '
+                          'mlops_monitor_feature_drifted == 1')
     assert "{{ $labels.feature }}" in drift.annotations["summary"]
     assert '{{ $value | printf "%.3f" }}' in drift.annotations["summary"]
-    assert "and on(feature)" in rules["FeatureShift"].expr
-    assert "on(metric)" in rules["ModelErrorHigh"].expr
+    assert "and ignoring(statistic, test)" in rules["FeatureShift"].expr
+    assert rules["ModelErrorHigh"].expr == "mlops_monitor_rolling_error > 1.5 * mlops_monitor_baseline_error"
+    assert rules["FeatureMissingValues"].labels["statistic"] == "missing_share"
     assert rules["DatasetDrift"].severity == rules["ModelErrorHigh"].severity == "critical"
     assert rules["MonitorDown"].expr == 'up{job="monitor"} == 0'
     assert "histogram_quantile(0.99" in rules["RouterLatencyP99"].expr
@@ -232,7 +234,7 @@ def test_missing_programs_are_named_with_how_to_install_them(tmp_path, monkeypat
 
 def test_promtool_checks_the_shipped_rules_and_runs_their_unit_tests():
     need("promtool")
-    assert "SUCCESS: 10 rules found" in alerts.check_rules()
+    assert "SUCCESS: 11 rules found" in alerts.check_rules()
     assert "SUCCESS" in alerts.test_rules()
 
 
@@ -259,7 +261,10 @@ def _copy_rules(tmp_path: Path, old: str | None = None, new: str | None = None) 
      "FeatureDrift"),  # a threshold that never fires
     ("mlops_monitor_drifted_features_share > 0.5\n        for: 10m", "mlops_monitor_drifted_features_share > 0.5\n"
      "        for: 2m", "DatasetDrift"),  # fires before the production for: elapsed
-    ("and on(feature)", "or on(feature)", "FeatureShift"),  # either statistic alone is enough
+    ("and ignoring(statistic, test)", "or ignoring(statistic, test)", "FeatureShift"),  # either alone is enough
+    ("and ignoring(statistic)\n          mlops_monitor_feature_drifted == 1", "or ignoring(statistic)\n"
+     "          mlops_monitor_feature_drifted == 1", "FeatureDrift"),  # PSI noise alone fires
+    ("ignoring(statistic, test)", "on(feature)", "FeatureShift"),  # another monitor's test counts
     ('up{job="monitor"} == 0', "up == 0", "MonitorDown"),  # any job's outage
 ])
 def test_the_rule_tests_can_fail(tmp_path, old, new, alert):

@@ -114,7 +114,9 @@ def test_monitor_up_status_reload_and_down(exporter, home, tmp_path, capsys):
 
         # a student's edited threshold, loaded without a restart: the healthy 0.05 now drifts
         edited = tmp_path / "my-rules.yml"
-        edited.write_text(alerts.RULES.read_text().replace('{statistic="psi"} > 0.2', '{statistic="psi"} > 0.01', 1))
+        edited.write_text(alerts.RULES.read_text().replace(  # PSI alone, and a much lower line
+            '{statistic="psi"} > 0.2\n          and ignoring(statistic)\n          mlops_monitor_feature_drifted == 1',
+            '{statistic="psi"} > 0.01', 1))
         connected.reload(edited)
         [rule] = [r for r in connected.rules() if r["name"] == "FeatureDrift"]
         assert rule["query"] == 'mlops_monitor_drift_score{statistic="psi"} > 0.01' and rule["duration"] == 2

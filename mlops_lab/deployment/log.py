@@ -68,20 +68,23 @@ class InferenceLog:
     def __repr__(self) -> str:
         return f"InferenceLog({str(self.path)!r})"
 
-    def frame(self, role: str | None = None, *, parse: bool = False) -> pd.DataFrame:
+    def frame(self, role: str | None = None, *, parse: bool = False, last: int | None = None) -> pd.DataFrame:
         """Every logged answer (oldest first) as a DataFrame; ``role`` keeps ``primary`` or ``shadow`` rows.
 
         ``at`` is a UTC timestamp. With ``parse=True`` the ``request`` and ``response`` columns hold
-        the decoded JSON (``None`` where a body was not JSON or was cut)."""
+        the decoded JSON (``None`` where a body was not JSON or was cut). ``last=N`` reads only the
+        N most recent answers (a monitor's window costs the same however long the log is)."""
         if not self.path.is_file():
             return pd.DataFrame(columns=list(COLUMNS))
-        query = f"SELECT {', '.join(COLUMNS)} FROM inference"
+        query = f"SELECT seq, {', '.join(COLUMNS)} FROM inference"
         args: tuple = ()
         if role is not None:
             query, args = query + " WHERE role = ?", (role,)
+        query += " ORDER BY seq DESC" + (f" LIMIT {int(last)}" if last is not None else "")
         with _connect(self.path) as connection:
-            table = pd.read_sql_query(query + " ORDER BY seq", connection, params=args)
+            table = pd.read_sql_query(query, connection, params=args)
         connection.close()
+        table = table.iloc[::-1].drop(columns="seq").reset_index(drop=True)
         table["at"] = pd.to_datetime(table["at"], unit="s", utc=True)
         if parse:
             for column in ("request", "response"):
@@ -115,19 +118,41 @@ class InferenceLog:
             connection.close()
         return len(items)
 
-    def labels(self) -> pd.DataFrame:
-        """Every label received: ``request_id``, ``label`` and ``at`` (when it arrived, UTC)."""
+    def labels(self, request_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Every label received (or those of ``request_ids``): ``request_id``, ``label`` and ``at``
+        (when it arrived, UTC)."""
         if not self.path.is_file():
             return pd.DataFrame({"request_id": pd.Series(dtype=str), "label": pd.Series(dtype=object),
                                  "at": pd.Series(dtype="datetime64[ns, UTC]")})
         connection = _connect(self.path)
         try:
-            table = pd.read_sql_query("SELECT request_id, label, at FROM labels ORDER BY at, request_id", connection)
+            if request_ids is None:
+                table = pd.read_sql_query("SELECT request_id, label, at FROM labels ORDER BY at, request_id",
+                                          connection)
+            else:
+                wanted = list(dict.fromkeys(map(str, request_ids)))
+                parts = [pd.read_sql_query("SELECT request_id, label, at FROM labels WHERE request_id IN "
+                                           f"({', '.join('?' * len(chunk))})", connection, params=chunk)
+                         for chunk in (wanted[i:i + 500] for i in range(0, len(wanted), 500))]
+                table = (pd.concat(parts, ignore_index=True) if parts else
+                         pd.DataFrame(columns=["request_id", "label", "at"])).sort_values(["at", "request_id"])
         finally:
             connection.close()
         table["label"] = table["label"].map(_loads)
         table["at"] = pd.to_datetime(table["at"], unit="s", utc=True)
         return table
+
+    def unknown_labels(self) -> list[str]:
+        """Request ids of labels that match no logged answer (usually a caller's wrong ids)."""
+        if not self.path.is_file():
+            return []
+        connection = _connect(self.path)
+        try:
+            rows = connection.execute("SELECT request_id FROM labels WHERE request_id NOT IN "
+                                      "(SELECT request_id FROM inference) ORDER BY request_id").fetchall()
+        finally:
+            connection.close()
+        return [r[0] for r in rows]
 
     def labelled(self, role: str = "primary") -> pd.DataFrame:
         """The log's ``role`` rows with a ``label`` column (NaN where no label has arrived yet)."""

@@ -548,7 +548,8 @@ def fires(rules: str | Path, metrics: str | dict[str, float], alert: str, *, job
     import json
     import tempfile
 
-    text = Path(rules).read_text() if isinstance(rules, Path) else rules
+    is_file = isinstance(rules, Path) or ("\n" not in rules and rules.endswith((".yml", ".yaml")))
+    text = Path(rules).read_text() if is_file else rules
     parsed = parse_rules(text, "rules")
     if not any(r.name == alert and r.kind == "alert" for r in parsed):
         raise AlertRulesError(f"the rules have no alert named {alert!r}; they have {[r.name for r in parsed]}")

@@ -35,8 +35,10 @@ import pandas as pd
 VERDICTS = ("drift", "stable", "cannot judge")
 COLUMNS = ["kind", "test", "statistic", "p_value", "psi", "wasserstein", "missing_reference", "missing_current",
            "new_categories", "n_reference", "n_current", "verdict", "drifted", "reason"]
-EPSILON = 1e-4
-"""Floor on a bin's share in PSI, so an empty bin costs a large but finite amount."""
+PSEUDOCOUNT = 0.5
+"""Added to every bin's count in PSI (additive smoothing): an empty bin costs a finite amount, and
+small windows are not punished for the bins they leave empty by chance (a floor on the share, the
+other common choice, makes a 30-row window look drifted on noise alone)."""
 
 
 class MonitoringError(ValueError):
@@ -53,7 +55,8 @@ class Thresholds:
         wasserstein: Wasserstein distance, in reference standard deviations, at or above which a
             numeric shift is material.
         missing: rise in the share of missing values (absolute) that counts as drift on its own.
-        share: share of drifted features at or above which the whole window counts as drifted.
+        share: share of drifted features above which the whole window counts as drifted (the
+            alert rule DatasetDrift uses the same line).
         min_reference: fewest non-missing reference values a feature needs to be judged.
         min_current: fewest non-missing window values a feature needs to be judged.
         bins: PSI bins for numeric features (the reference's quantiles).
@@ -72,11 +75,11 @@ class Thresholds:
         problems = []
         for name in ("alpha", "missing", "share"):
             value = getattr(self, name)
-            if not 0 < value <= 1:
+            if not isinstance(value, (int, float, np.number)) or not 0 < value <= 1:
                 problems.append(f"{name} must be in (0, 1], got {value!r}")
         for name in ("psi", "wasserstein"):
             value = getattr(self, name)
-            if not (np.isfinite(value) and value > 0):
+            if not (isinstance(value, (int, float, np.number)) and np.isfinite(value) and value > 0):
                 problems.append(f"{name} must be a positive number, got {value!r}")
         for name in ("min_reference", "min_current", "bins"):
             value = getattr(self, name)
@@ -110,20 +113,33 @@ def psi(reference: pd.Series, current: pd.Series, *, bins: int = 10, categorical
     ends, so values outside the reference's range land in the outer bins); categorical values,
     and numeric columns with at most ``bins`` distinct values, use one bin per value (a value
     never seen in the reference gets its own bin). ``sum((cur - ref) * ln(cur / ref))`` over bins,
-    each share floored at :data:`EPSILON`.
+    the shares smoothed with :data:`PSEUDOCOUNT` per bin.
     """
     ref, cur = reference.dropna(), current.dropna()
     if categorical or ref.nunique() <= bins:
-        levels = pd.Index(pd.unique(pd.concat([ref.astype(object), cur.astype(object)])))
-        ref_share = ref.astype(object).value_counts(normalize=True).reindex(levels, fill_value=0).to_numpy(float)
-        cur_share = cur.astype(object).value_counts(normalize=True).reindex(levels, fill_value=0).to_numpy(float)
+        ref, cur = categories(ref), categories(cur)
+        levels = pd.Index(pd.unique(pd.concat([ref, cur])))
+        ref_count = ref.value_counts().reindex(levels, fill_value=0).to_numpy(float)
+        cur_count = cur.value_counts().reindex(levels, fill_value=0).to_numpy(float)
     else:
         inner = np.unique(np.quantile(ref.to_numpy(float), np.linspace(0, 1, bins + 1)[1:-1]))
         edges = np.concatenate([[-np.inf], inner, [np.inf]])
-        ref_share = np.histogram(ref.to_numpy(float), edges)[0] / len(ref)
-        cur_share = np.histogram(cur.to_numpy(float), edges)[0] / len(cur)
-    ref_share, cur_share = np.maximum(ref_share, EPSILON), np.maximum(cur_share, EPSILON)
+        ref_count = np.histogram(ref.to_numpy(float), edges)[0].astype(float)
+        cur_count = np.histogram(cur.to_numpy(float), edges)[0].astype(float)
+    ref_share = (ref_count + PSEUDOCOUNT) / (ref_count.sum() + PSEUDOCOUNT * len(ref_count))
+    cur_share = (cur_count + PSEUDOCOUNT) / (cur_count.sum() + PSEUDOCOUNT * len(cur_count))
     return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
+
+
+def categories(series: pd.Series) -> pd.Series:
+    """Category values as text, the same way for every statistic: whole numbers stored as floats
+    (a column of codes with a missing value becomes float) read as the integers they are."""
+    def text(value) -> str:
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return str(int(value))
+        return str(value)
+
+    return pd.Series([text(v) for v in series.to_numpy(dtype=object)], index=series.index, dtype=object)
 
 
 def wasserstein(reference: pd.Series, current: pd.Series) -> float:
@@ -142,10 +158,11 @@ def wasserstein(reference: pd.Series, current: pd.Series) -> float:
 
 
 def _numeric(series: pd.Series, column: str, what: str) -> pd.Series:
-    if pd.api.types.is_bool_dtype(series):
-        return series.astype(float)
-    if pd.api.types.is_numeric_dtype(series):
-        return series.astype(float)
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        return series.astype(float).replace([np.inf, -np.inf], np.nan)  # infinities are not measurements
+    if pd.api.types.is_datetime64_any_dtype(series):
+        raise MonitoringError(f"Column {column!r} of the {what} holds times; monitor a number derived from them "
+                              "(an hour, an age) instead.")
     values = series.dropna()
     converted = pd.to_numeric(values, errors="coerce")
     bad = values[converted.isna()]
@@ -165,6 +182,9 @@ def _judge_feature(name: str, ref: pd.Series, cur: pd.Series, categorical: bool,
                  "new_categories": "", "n_reference": int(ref.notna().sum()), "n_current": int(cur.notna().sum())}
     if len(cur) == 0:
         return {**row, "verdict": "cannot judge", "drifted": False, "reason": "the window has no rows"}
+    if len(cur) < t.min_current:
+        return {**row, "verdict": "cannot judge", "drifted": False,
+                "reason": f"{len(cur)} rows in the window, fewer than min_current={t.min_current}"}
     missing_rise = row["missing_current"] - row["missing_reference"]
     if missing_rise >= t.missing:
         return {**row, "verdict": "drift", "drifted": True,
@@ -178,7 +198,7 @@ def _judge_feature(name: str, ref: pd.Series, cur: pd.Series, categorical: bool,
     ref, cur = ref.dropna(), cur.dropna()
     row["psi"] = psi(ref, cur, bins=t.bins, categorical=categorical)
     if categorical:
-        ref, cur = ref.astype(str), cur.astype(str)
+        ref, cur = categories(ref), categories(cur)
         new = sorted(set(cur) - set(ref))
         row["new_categories"] = ", ".join(new[:5]) + (" ..." if len(new) > 5 else "")
         levels = sorted(set(ref) | set(cur))
@@ -217,7 +237,7 @@ def _judge_feature(name: str, ref: pd.Series, cur: pd.Series, categorical: bool,
 class DriftReport:
     """The drift decisions for one window: one row per feature in :attr:`table`.
 
-    ``verdict`` is ``"drift"`` when the share of drifted features reaches ``thresholds.share`` or
+    ``verdict`` is ``"drift"`` when the share of drifted features exceeds ``thresholds.share`` or
     (with ``any_feature``) when any feature drifted, ``"cannot judge"`` when no feature could be
     judged, else ``"stable"``."""
 
@@ -248,7 +268,7 @@ class DriftReport:
     def verdict(self) -> str:
         if not len(self.judged):
             return "cannot judge"
-        if self.share >= self.thresholds.share or (self.any_feature and self.drifted):
+        if self.share > self.thresholds.share or (self.any_feature and self.drifted):
             return "drift"
         return "stable"
 
@@ -271,10 +291,13 @@ class DriftReport:
 
 
 def infer_kinds(frame: pd.DataFrame, columns: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Split ``columns`` into numeric and categorical by the reference's dtypes (booleans are numeric)."""
+    """Split ``columns`` into numeric and categorical by the reference's dtypes (booleans are numeric;
+    time columns are left out)."""
     numeric, categorical = [], []
     for column in columns:
         dtype = frame[column].dtype
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            continue  # times are not features to compare across windows (every new hour is "new")
         (numeric if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
          else categorical).append(column)
     return numeric, categorical
@@ -299,6 +322,10 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, *, numeric: It
     both = sorted(set(numeric) & set(categorical))
     if both:
         raise MonitoringError(f"Columns listed as both numeric and categorical: {both}.")
+    for frame, what in ((reference, "reference"), (current, "window")):
+        if frame.columns.duplicated().any():
+            raise MonitoringError(f"The {what} has duplicated column names: "
+                                  f"{sorted(set(frame.columns[frame.columns.duplicated()]))}.")
     if not numeric and not categorical:
         raise MonitoringError("No features to monitor: name numeric and/or categorical columns.")
     if len(reference) == 0:
@@ -326,6 +353,7 @@ def prediction_drift(reference: pd.Series, current: pd.Series, *, categorical: b
 
     Prediction drift needs no labels, so it is the earliest signal that the model now sees a
     different world; it says nothing yet about whether the model is wrong."""
+    reference, current = pd.Series(reference), pd.Series(current)
     name = reference.name or "prediction"
     ref = pd.DataFrame({name: reference.to_numpy()})
     cur = pd.DataFrame({name: current.to_numpy()})

@@ -21,6 +21,7 @@ METRICS = {
     "drift_p_value": ("p-value of the feature's drift test in the current window", ["feature", "test"]),
     "feature_drifted": ("1 when the monitor judged the feature drifted, 0 when stable", ["feature"]),
     "feature_judged": ("1 when the feature could be judged, 0 when the monitor could not judge it", ["feature"]),
+    "missing_share": ("Share of missing values of a feature, in the window or in the reference", ["feature", "data"]),
     "drifted_features_share": ("Share of the judged features that drifted", []),
     "prediction_drift_score": ("Drift of the model's outputs in the current window", ["statistic"]),
     "rolling_error": ("Model error on the labelled rows of the current window", ["metric"]),
@@ -29,7 +30,7 @@ METRICS = {
     "labels_pending": ("Predictions in the window still waiting for their label", []),
     "label_delay_seconds": ("Median delay from prediction to label in the window", []),
     "window_rows": ("Rows in the current window", []),
-    "last_check_timestamp_seconds": ("Unix time of the last check", []),
+    "last_check_timestamp_seconds": ("Unix time of the last successful check (the start, until the first)", []),
 }
 
 
@@ -55,6 +56,8 @@ class MonitorMetrics:
         for name, (_, labels) in METRICS.items():
             if not labels:  # NaN until measured: "unknown", and false in every PromQL comparison
                 self.gauges[name].set(math.nan)
+        # a monitor that never completes a check goes stale from its start (the MonitorStale alert)
+        self.gauges["last_check_timestamp_seconds"].set(time.time())
 
     def update(self, check: Check, *, coverage: float | None = None, pending: int | None = None,
                delay_seconds: float | None = None) -> None:
@@ -68,6 +71,8 @@ class MonitorMetrics:
                 g["drift_score"].labels(feature=feature, statistic=statistic).set(_number(row[statistic]))
             g["drift_score"].labels(feature=feature, statistic=row["test"]).set(_number(row["statistic"]))
             g["drift_p_value"].labels(feature=feature, test=row["test"]).set(_number(row["p_value"]))
+            g["missing_share"].labels(feature=feature, data="window").set(_number(row["missing_current"]))
+            g["missing_share"].labels(feature=feature, data="reference").set(_number(row["missing_reference"]))
         g["drifted_features_share"].set(_number(check.drift.share))
         if check.prediction is not None:
             row = check.prediction.table.iloc[0]
@@ -76,12 +81,10 @@ class MonitorMetrics:
         if check.metric:
             g["rolling_error"].labels(metric=check.metric).set(_number(check.error))
             g["baseline_error"].labels(metric=check.metric).set(_number(check.baseline_error))
-        if coverage is not None:
-            g["label_coverage"].set(_number(coverage))
-        if pending is not None:
-            g["labels_pending"].set(pending)
-        if delay_seconds is not None:
-            g["label_delay_seconds"].set(_number(delay_seconds))
+        # not measured in this window (no labels expected, or an empty window): unknown, not stale
+        g["label_coverage"].set(_number(coverage))
+        g["labels_pending"].set(_number(pending))
+        g["label_delay_seconds"].set(_number(delay_seconds))
         g["window_rows"].set(check.rows)
         g["last_check_timestamp_seconds"].set(time.time())
         self.checks.labels(result="cannot_judge" if check.drift.verdict == "cannot judge" else "ok").inc()

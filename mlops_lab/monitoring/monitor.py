@@ -84,6 +84,10 @@ class Timeline:
     @property
     def frame(self) -> pd.DataFrame:
         """One row per window: verdicts, drifted features, prediction drift, error and alarm."""
+        if not self.checks:
+            return pd.DataFrame(columns=["start", "rows", "verdict", "drifted", "share", "features", "prediction_psi",
+                                         "prediction_verdict", "labelled", "error", "baseline_error", "performance",
+                                         "alarm"], index=pd.Index([], name="window"))
         return pd.DataFrame([c.row() for c in self.checks]).set_index("window")
 
     def scores(self, statistic: str = "psi") -> pd.DataFrame:
@@ -116,12 +120,15 @@ class Monitor:
         baseline_error: the error to compare with (default: ``metric`` on the reference).
         error_ratio: performance is degraded when the error exceeds ``error_ratio x baseline``.
         min_labels: fewest labelled rows in a window for a performance verdict.
+        any_feature: a window drifts when any feature drifted (default); False leaves it to the
+            share of drifted features (``thresholds.share``).
     """
 
     def __init__(self, reference: pd.DataFrame, *, numeric: Iterable[str] | None = None,
                  categorical: Iterable[str] | None = None, prediction: str | None = None, target: str | None = None,
                  metric: str = "mae", categorical_prediction: bool = False, thresholds: Thresholds | None = None,
-                 baseline_error: float | None = None, error_ratio: float = 1.5, min_labels: int = 30) -> None:
+                 baseline_error: float | None = None, error_ratio: float = 1.5, min_labels: int = 30,
+                 any_feature: bool = True) -> None:
         if not isinstance(reference, pd.DataFrame) or not len(reference):
             raise MonitoringError("The monitor needs a non-empty reference DataFrame.")
         if numeric is None and categorical is None:
@@ -133,7 +140,7 @@ class Monitor:
         self.prediction, self.target, self.metric = prediction, target, metric
         self.categorical_prediction = categorical_prediction
         self.thresholds = thresholds or Thresholds()
-        self.error_ratio, self.min_labels = error_ratio, min_labels
+        self.error_ratio, self.min_labels, self.any_feature = error_ratio, min_labels, any_feature
         if baseline_error is None and prediction in reference.columns and target in reference.columns:
             baseline_error = error(reference[target], reference[prediction], metric)
         self.baseline_error = float("nan") if baseline_error is None else float(baseline_error)
@@ -159,7 +166,7 @@ class Monitor:
             raise MonitoringError("check() takes a Window or a DataFrame of rows.")
         name = name or "window"
         drift = feature_drift(self.reference, frame, numeric=self.numeric, categorical=self.categorical,
-                              thresholds=self.thresholds, window=name)
+                              thresholds=self.thresholds, window=name, any_feature=self.any_feature)
         check = Check(name, len(frame), drift, start=start, error_ratio=self.error_ratio, min_labels=self.min_labels,
                       baseline_error=self.baseline_error)
         if self.prediction is not None and self.prediction in self.reference.columns:

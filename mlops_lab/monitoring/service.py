@@ -51,6 +51,17 @@ class ServiceConfig:
     error_ratio: float = 1.5
     min_labels: int = 30
 
+    def __post_init__(self) -> None:
+        from mlops_lab.monitoring.drift import MonitoringError
+
+        problems = []
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            problems.append(f"window must be a positive number of rows, got {self.window!r}")
+        if not isinstance(self.interval, (int, float)) or not self.interval > 0:
+            problems.append(f"interval must be a positive number of seconds, got {self.interval!r}")
+        if problems:
+            raise MonitoringError("Invalid monitor configuration: " + "; ".join(problems) + ".")
+
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -75,7 +86,7 @@ class Watcher:
         reference = pd.read_parquet(settings.reference)
         target = "label" if settings.labels and "label" in reference.columns else None
         prediction = settings.prediction if settings.prediction in reference.columns else None
-        self.monitor = Monitor(reference, numeric=settings.numeric, categorical=settings.categorical,
+        self.monitor = Monitor(reference, numeric=settings.numeric or None, categorical=settings.categorical or None,
                                prediction=prediction, target=target, metric=settings.metric,
                                categorical_prediction=settings.categorical_prediction,
                                thresholds=Thresholds(**settings.thresholds), error_ratio=settings.error_ratio,
@@ -86,18 +97,25 @@ class Watcher:
 
     def tick(self) -> dict:
         """Check the last ``window`` scored rows now; returns what ``/status`` shows."""
+        from mlops_lab.monitoring.drift import MonitoringError
         from mlops_lab.monitoring.feedback import Feedback, join_labels, requests_frame
         from mlops_lab.monitoring.windows import latest
 
         with self._lock:
             try:
-                rows = requests_frame(self.log, prediction=self.settings.prediction or "prediction")
-                coverage = pending = delay = None
+                # only the newest answers are read: a check costs the same however long the log is
+                logged = self.log.frame("primary", parse=True, last=self.settings.window)
+                rows = requests_frame(logged, prediction=self.settings.prediction or "prediction")
+                skipped = rows.attrs.get("skipped", 0)
+                coverage = pending = delay = label_problem = None
                 unknown: list[str] = []
                 if self.monitor.target is not None and len(rows):
-                    # labels are joined over the whole log (a label for an older request is not unknown)
-                    feedback = join_labels(rows, self.log)
-                    rows, unknown = feedback.frame, feedback.unknown
+                    try:
+                        rows = join_labels(rows, self.log.labels(rows["request_id"])).frame
+                    except MonitoringError as error:  # a bad label must not stop the drift check
+                        label_problem = str(error)
+                        rows = rows.assign(label=None)
+                    unknown = self.log.unknown_labels()
                 frame = latest(rows, self.settings.window, time="at").frame
                 if self.monitor.target is not None and len(frame):
                     window = Feedback(frame)
@@ -109,8 +127,9 @@ class Watcher:
                 self.metrics.update(check, coverage=coverage, pending=pending, delay_seconds=delay)
                 self.last = {"checked": True, "at": time.time(), "summary": check.summary(), "rows": check.rows,
                              "verdict": check.drift.verdict, "drifted": check.drift.drifted, "alarm": check.alarm,
-                             "performance": check.performance, "skipped_requests": rows.attrs.get("skipped", 0),
-                             "coverage": coverage, "pending": pending, "unknown_labels": len(unknown)}
+                             "performance": check.performance, "skipped_requests": skipped,
+                             "coverage": coverage, "pending": pending, "unknown_labels": len(unknown),
+                             "label_problem": label_problem}
             except Exception as error:  # noqa: BLE001 (the service reports and keeps watching)
                 _log.exception("check failed")
                 self.metrics.failed()
@@ -128,8 +147,12 @@ def app(watcher: Watcher):
     async def health(request):
         return JSONResponse({"status": "ok"})
 
+    def exposition() -> bytes:
+        with watcher._lock:  # never half of one check and half of the next
+            return watcher.metrics.exposition()
+
     async def metrics(request):
-        return Response(watcher.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(await run_in_threadpool(exposition), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def status(request):
         return JSONResponse(watcher.last)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from mlops_lab.monitoring.drift import MonitoringError, check_columns
@@ -40,7 +41,13 @@ def _ordered(frame: pd.DataFrame, time: str | None) -> pd.DataFrame:
     if time is None:
         return frame.reset_index(drop=True)
     check_columns(frame, [time], "stream")
-    stamps = pd.to_datetime(frame[time], errors="coerce")
+    if pd.api.types.is_numeric_dtype(frame[time]):
+        raise MonitoringError(f"Column {time!r} holds numbers, not times: convert it first, e.g. "
+                              f"pd.to_datetime(frame[{time!r}], unit='s', utc=True).")
+    try:
+        stamps = pd.to_datetime(frame[time], errors="coerce")
+    except (TypeError, ValueError):  # naive and zone-aware times mixed: compare them all in UTC
+        stamps = pd.to_datetime(frame[time], errors="coerce", utc=True)
     if stamps.isna().any():
         raise MonitoringError(f"Column {time!r} has {int(stamps.isna().sum())} value(s) that are not times.")
     return frame.assign(**{time: stamps}).sort_values(time, kind="stable").reset_index(drop=True)
@@ -53,10 +60,10 @@ def _span(part: pd.DataFrame, time: str | None) -> tuple:
 
 
 def _count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise MonitoringError(f"{name} must be a positive whole number of rows or a pandas offset such as '7D', "
                               f"got {value!r}.")
-    return value
+    return int(value)
 
 
 def fixed(frame: pd.DataFrame, every: int | str, *, time: str | None = "timestamp",
