@@ -33,7 +33,6 @@ students need nothing but the URL and their credentials.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import stat
@@ -45,7 +44,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mlops_lab import auth
 from mlops_lab.auth import ENVIRONMENTS, Credentials
-from mlops_lab.processes import LOOPBACK, MlflowServer, ProcessError, http_ok, mlflow_server, stop_group
+from mlops_lab.processes import (LOOPBACK, MlflowServer, ProcessError, http_ok, mlflow_server, read_state, stop_group,
+                                 write_state)
 
 
 class EnvError(RuntimeError):
@@ -338,21 +338,11 @@ def state_path(home: Path | None = None) -> Path:
 
 
 def _read_state(home: Path | None) -> dict:
-    path = state_path(home)
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {}
+    return read_state(state_path(home))
 
 
 def _write_state(home: Path | None, state: dict) -> None:
-    path = state_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_state(state_path(home), state)
 
 
 def up(which: str | Iterable[str] = "all", **options) -> list[Environment]:

@@ -43,6 +43,33 @@ class PortInUseError(ProcessError):
     """The requested port is already bound by another process."""
 
 
+def read_state(path: Path) -> dict:
+    """The JSON state file of processes that outlive a command (``env up``, ``monitor up``); {} if none
+    or unreadable."""
+    import json
+
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+
+
+def write_state(path: Path, state: dict, *, remove_empty: bool = False) -> None:
+    """Write ``state`` to ``path`` atomically (a reader sees the old file or the new one, never half);
+    with ``remove_empty``, an empty state removes the file."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if remove_empty and not state:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """A TCP port on ``host`` that nothing is listening on right now (chosen by the OS)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

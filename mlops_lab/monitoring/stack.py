@@ -47,7 +47,8 @@ import yaml
 from mlops_lab.monitoring import alerts
 from mlops_lab.monitoring.alerts import RULES
 from mlops_lab.monitoring.receiver import AlertStore, receiver, store_path
-from mlops_lab.processes import LOOPBACK, ManagedProcess, ProcessError, free_port, group_members, http_ok, stop_group
+from mlops_lab.processes import (LOOPBACK, ManagedProcess, ProcessError, free_port, group_members, http_ok, read_state,
+                                 stop_group, write_state)
 
 COMPONENTS = ("receiver", "alertmanager", "prometheus")
 """The stack's processes, in the order they start (they stop in the reverse order)."""
@@ -400,24 +401,11 @@ def state_path(home: Path | None = None) -> Path:
 
 
 def _read_state(home: Path | None) -> dict:
-    path = state_path(home)
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {}
+    return read_state(state_path(home))
 
 
 def _write_state(home: Path | None, state: dict) -> None:
-    path = state_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not state:
-        path.unlink(missing_ok=True)
-        return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_state(state_path(home), state, remove_empty=True)
 
 
 def _alive(known: dict) -> bool:
