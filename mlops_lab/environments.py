@@ -44,8 +44,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mlops_lab import auth
 from mlops_lab.auth import ENVIRONMENTS, Credentials
-from mlops_lab.processes import (LOOPBACK, MlflowServer, ProcessError, http_ok, mlflow_server, read_state, stop_group,
-                                 write_state)
+from mlops_lab.processes import (LOOPBACK, MlflowServer, ProcessError, group_runs, http_ok, mlflow_server, read_state,
+                                 stop_group, write_state)
 
 
 class EnvError(RuntimeError):
@@ -375,15 +375,7 @@ def up(which: str | Iterable[str] = "all", **options) -> list[Environment]:
 
 def _alive(known: dict) -> bool:
     """True when the recorded server's process group still runs that server."""
-    from mlops_lab.processes import group_members
-
-    for proc in group_members(known["pgid"]):
-        try:
-            if _is_server(proc.cmdline(), known["port"]):
-                return True
-        except Exception:  # noqa: BLE001 (gone meanwhile)
-            continue
-    return False
+    return group_runs(known["pgid"], lambda cmdline: _is_server(cmdline, known["port"]))
 
 
 def _is_server(cmdline: list[str], port: int) -> bool:

@@ -102,6 +102,18 @@ def group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
+def group_runs(pgid: int, matches: Callable[[list[str]], bool]) -> bool:
+    """True when a live member of process group ``pgid`` has a command line that ``matches``: the
+    recorded group still runs what was recorded, not another program that reused the id."""
+    for proc in group_members(pgid):
+        try:
+            if matches(proc.cmdline()):
+                return True
+        except (psutil.Error, OSError):  # gone meanwhile
+            continue
+    return False
+
+
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     """True when a GET of ``url`` answers with a 2xx status."""
     try:

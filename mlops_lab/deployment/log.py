@@ -88,7 +88,7 @@ class InferenceLog:
         table["at"] = pd.to_datetime(table["at"], unit="s", utc=True)
         if parse:
             for column in ("request", "response"):
-                table[column] = table[column].map(_loads)
+                table[column] = table[column].map(decode_body)
         return table
 
     def __len__(self) -> int:
@@ -138,7 +138,7 @@ class InferenceLog:
                          pd.DataFrame(columns=["request_id", "label", "at"])).sort_values(["at", "request_id"])
         finally:
             connection.close()
-        table["label"] = table["label"].map(_loads)
+        table["label"] = table["label"].map(decode_body)
         table["at"] = pd.to_datetime(table["at"], unit="s", utc=True)
         return table
 
@@ -168,7 +168,8 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _loads(text: str | None) -> Any:
+def decode_body(text: str | None) -> Any:
+    """A logged body as JSON: None where it is not JSON or was cut at :data:`BODY_LIMIT`."""
     if text is None or (isinstance(text, str) and text.endswith("...") and len(text) >= BODY_LIMIT):
         return None
     try:

@@ -25,12 +25,13 @@ show and what the alert rules read.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
+
+from mlops_lab.quality import closest
 
 VERDICTS = ("drift", "stable", "cannot judge")
 COLUMNS = ["kind", "test", "statistic", "p_value", "psi", "wasserstein", "missing_reference", "missing_current",
@@ -94,8 +95,8 @@ class Thresholds:
 
 
 def _suggest(name: str, columns: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, [str(c) for c in columns], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest(name, columns)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def check_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:

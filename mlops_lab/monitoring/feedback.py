@@ -14,13 +14,12 @@ silently dropped: they usually mean the caller sent the wrong id).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from mlops_lab.deployment.log import InferenceLog
+from mlops_lab.deployment.log import InferenceLog, decode_body
 from mlops_lab.monitoring.drift import MonitoringError, check_columns
 
 
@@ -67,7 +66,7 @@ def requests_frame(log: InferenceLog | pd.DataFrame, *, role: str = "primary",
     for entry in table.itertuples(index=False):
         request, response = entry.request, entry.response
         if isinstance(request, str):
-            request, response = _loads(request), _loads(response)
+            request, response = decode_body(request), decode_body(response)
         frame, predictions = (None, None) if entry.status != 200 else _records(request, response)
         if frame is None:
             skipped += 1
@@ -93,15 +92,6 @@ def requests_frame(log: InferenceLog | pd.DataFrame, *, role: str = "primary",
         result = pd.DataFrame(columns=front + [prediction])
     result.attrs["skipped"] = skipped
     return result
-
-
-def _loads(text):
-    if not isinstance(text, str):
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
 
 
 @dataclass

@@ -23,7 +23,6 @@ so it is imported inside the functions, on first use.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import html
 import os
 import re
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_lab import config
+from mlops_lab.quality import closest
 
 # Telemetry off before anything imports Evidently (both variables are read when an event would be sent).
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -73,8 +73,8 @@ def _missing_message(missing: list[str], frame: pd.DataFrame, what: str) -> str:
     known = [str(c) for c in frame.columns]
     parts = []
     for name in missing:
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-        parts.append(f"{name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+        close = closest(name, known)
+        parts.append(f"{name!r}" + (f" (did you mean {close!r}?)" if close else ""))
     shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
     return f"The {what} data has no column {', '.join(parts)}. Its columns: {shown}."
 

@@ -199,26 +199,24 @@ class MonitorServer(ManagedProcess):
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def check(self) -> dict:
-        """Run a check now and return the service's status."""
+    def _call(self, path: str, method: str = "GET", timeout: float = 10) -> bytes:
         import urllib.request
 
-        request = urllib.request.Request(self.url + "/check", data=b"", method="POST")
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return json.loads(answer.read())
+        request = urllib.request.Request(self.url + path, data=b"" if method == "POST" else None, method=method)
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (loopback)
+            return answer.read()
+
+    def check(self) -> dict:
+        """Run a check now and return the service's status."""
+        return json.loads(self._call("/check", "POST", timeout=60))
 
     def metrics(self) -> str:
         """The service's ``/metrics`` page (Prometheus text format)."""
-        import urllib.request
-
-        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as answer:
-            return answer.read().decode()
+        return self._call("/metrics").decode()
 
     def status(self) -> dict:
-        import urllib.request
-
-        with urllib.request.urlopen(self.url + "/status", timeout=10) as answer:
-            return json.loads(answer.read())
+        """The last check, as ``/status`` answers it."""
+        return json.loads(self._call("/status"))
 
 
 def serve(settings: ServiceConfig, reference: pd.DataFrame | None = None, *, name: str = "monitor",

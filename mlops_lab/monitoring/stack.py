@@ -47,7 +47,7 @@ import yaml
 from mlops_lab.monitoring import alerts
 from mlops_lab.monitoring.alerts import RULES
 from mlops_lab.monitoring.receiver import AlertStore, receiver, store_path
-from mlops_lab.processes import (LOOPBACK, ManagedProcess, ProcessError, free_port, group_members, http_ok, read_state,
+from mlops_lab.processes import (LOOPBACK, ManagedProcess, ProcessError, free_port, group_runs, http_ok, read_state,
                                  stop_group, write_state)
 
 COMPONENTS = ("receiver", "alertmanager", "prometheus")
@@ -410,14 +410,7 @@ def _write_state(home: Path | None, state: dict) -> None:
 
 def _alive(known: dict) -> bool:
     """True when the recorded process group still runs the recorded component (not a reused id)."""
-    for proc in group_members(known["pgid"]):
-        try:
-            line = " ".join(proc.cmdline())
-        except Exception:  # noqa: BLE001 (gone meanwhile)
-            continue
-        if all(word in line for word in known["expect"]):
-            return True
-    return False
+    return group_runs(known["pgid"], lambda cmdline: all(word in " ".join(cmdline) for word in known["expect"]))
 
 
 def _live_state(home: Path | None) -> dict:
