@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 PORT ?= 5000
 PYTEST_ARGS ?=
+WORKERS ?= 2
 ONLY ?=
 
 .PHONY: help setup lab course course-full test test-fast bench ui clean lock
@@ -13,7 +14,7 @@ ONLY ?=
 help:
 	@echo "make setup        create .venv, install the pinned lock, the package and the 'mlops-lab' kernel"
 	@echo "make course       run every notebook headlessly (build/course-report.md)"
-	@echo "make test         unit, integration, notebook (nbval) and lab tests"
+	@echo "make test         unit, integration, notebook (nbval) and lab tests, on WORKERS=2 processes"
 	@echo "make course-full  the same with full-size parameters (slower)"
 	@echo "make test-fast    unit tests only (seconds)"
 	@echo "make bench        measured benchmarks, written to benchmarks/results/"
@@ -21,6 +22,10 @@ help:
 	@echo "make ui           MLflow UI on the workspace store (PORT=$(PORT))"
 	@echo "make clean        remove build/, the workspace .mlops_lab/ and caches (keeps .venv)"
 	@echo "make lock         regenerate requirements.lock from requirements.in (maintainers)"
+	@echo "make cd-unit      model CD, job 1: the unit tier (pytest -m unit)"
+	@echo "make cd-staging   model CD, job 2: a gated candidate into staging, integration checks there"
+	@echo "make cd-promote   model CD, job 3: staging's candidate to prod by the deployer bot"
+	@echo "make check-workflows  the GitHub workflows against GitHub's schema and zizmor's audit (offline)"
 
 setup: $(STAMP)
 
@@ -44,7 +49,7 @@ course-full: setup
 	$(BIN)/mlops-lab course --full $(if $(ONLY),--only $(ONLY))
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
@@ -56,6 +61,7 @@ bench: setup
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_features.py
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_deployment.py
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_monitoring.py
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_pipeline.py
 
 ui: setup
 	$(BIN)/mlops-lab ui --port $(PORT)
@@ -71,3 +77,18 @@ lock:
 clean:
 	rm -rf build .mlops_lab .pytest_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+
+# Model CD (lesson 17): each job of .github/workflows/model-cd.yml is one of these commands.
+.PHONY: cd-unit cd-staging cd-promote check-workflows
+
+cd-unit: setup
+	$(BIN)/mlops-lab cd unit -- $(PYTEST_ARGS)
+
+cd-staging: setup
+	$(BIN)/mlops-lab cd staging
+
+cd-promote: setup
+	$(BIN)/mlops-lab cd promote
+
+check-workflows: setup
+	$(BIN)/mlops-lab cd check-workflows

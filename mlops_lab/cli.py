@@ -257,6 +257,48 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from mlops_lab.pipeline import service
+
+    if args.pipeline_command == "run":
+        from mlops_lab.pipeline import definitions, workflow
+
+        options = {"window_months": args.window_months, "holdout_days": args.holdout_days, "trials": args.trials,
+                   "min_improvement": args.min_improvement, "retrain_when": args.retrain_when}
+        if args.model_name:
+            options["model_name"] = args.model_name
+        settings = workflow.Settings(**options)
+        if args.env:  # against lesson 09's server, as the deployer bot (or --user)
+            from mlops_lab.pipeline import production
+
+            summary = production.run_cli(args.env, args.batch, settings=settings, trigger=args.trigger, user=args.user)
+        else:
+            with service.instance() as dagster_instance:  # the run shows in `pipeline up`'s UI
+                summary = definitions.run(args.batch, settings=settings, trigger=args.trigger, instance=dagster_instance)
+        print(f"{summary['label']}: {summary['decision']}: {summary['reason']}")
+        print(f"champion: version {summary['champion_after'] or 'none'}; Dagster run {summary['dagster_run_id']}")
+        return 0
+    if args.pipeline_command == "up":
+        from mlops_lab.pipeline.definitions import inbox_dir
+
+        state = service.up(port=args.port)
+        inbox_dir().mkdir(parents=True, exist_ok=True)
+        print(f"Dagster UI: {state['url']}\ninbox: {inbox_dir()}  (a batch dropped here starts a run)")
+        print("Stop with `mlops-lab pipeline down`.")
+        return 0
+    if args.pipeline_command == "status":
+        report = service.status()
+        for row in report["components"]:
+            print(f"{row['component']:>10}  {row['status']}")
+        print(f"UI: {report['url'] or '-'}\n")
+        for run in report["runs"]:
+            print(f"{run['created']}  {run['status']:<8} {run['trigger']:<16} {run['batch']}  {run['run_id'][:8]}")
+        return 0
+    stopped = service.down()
+    print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    return 0
+
+
 def _pair(text: str) -> tuple[str, float]:
     name, _, value = text.partition("=")
     try:
@@ -348,6 +390,29 @@ def parser() -> argparse.ArgumentParser:
     monitor_serve.add_argument("config", help="the service's JSON configuration")
     monitor_serve.add_argument("--port", type=int, default=None, help="default: a free port")
     monitor_serve.set_defaults(fn=cmd_monitor)
+    pipe = sub.add_parser("pipeline", help="the retraining workflow on Dagster: run a batch, or the daemon and UI")
+    pipe_sub = pipe.add_subparsers(dest="pipeline_command", required=True)
+    pipe_run = pipe_sub.add_parser("run", help="run the workflow on one batch in this process")
+    pipe_run.add_argument("--batch", default=None, metavar="FILE",
+                          help="a .parquet or .csv batch of whole months (default: retrain on the stored window)")
+    pipe_run.add_argument("--trigger", default="manual", help="recorded with the run (default: manual)")
+    for option, kind, default in (("window-months", int, 3), ("holdout-days", int, 7), ("trials", int, 3),
+                                  ("min-improvement", float, 0.02)):
+        pipe_run.add_argument(f"--{option}", type=kind, default=default, help=f"default {default}")
+    pipe_run.add_argument("--model-name", default=None, help="the registered model (default: bike-demand)")
+    pipe_run.add_argument("--retrain-when", default="always", choices=["always", "drift", "never"],
+                          help="after a new month: retrain always (default), on a monitor alarm, or never")
+    pipe_run.add_argument("--env", default=None, choices=["dev", "staging", "prod"],
+                          help="run against that environment's server (mlops-lab env up) as the deployer bot")
+    pipe_run.add_argument("--user", default=None, help="with --env: sign in as this stored user instead of the bot")
+    pipe_run.set_defaults(fn=cmd_pipeline)
+    pipe_up = pipe_sub.add_parser("up", help="start Dagster's daemon (sensors, schedule) and web UI")
+    pipe_up.add_argument("--port", type=int, default=None, help="the UI's port (default: a free one)")
+    pipe_up.set_defaults(fn=cmd_pipeline)
+    pipe_sub.add_parser("status", help="the daemon, the UI and the latest runs").set_defaults(fn=cmd_pipeline)
+    pipe_sub.add_parser("down", help="stop what `pipeline up` started").set_defaults(fn=cmd_pipeline)
+    from mlops_lab import delivery  # mlops-lab cd unit|staging|promote|check-workflows (lesson 17)
+    delivery.add_parser(sub)
     return p
 
 
@@ -374,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
             from mlops_lab.monitoring.stack import StackError
 
             known += (AlertRulesError, MissingBinaryError, StackError)
+        if args.command == "pipeline":
+            from mlops_lab.pipeline.service import ServiceError
+            from mlops_lab.pipeline.workflow import PipelineError
+            from mlops_lab.quality import BatchRejected
+
+            known += (ServiceError, PipelineError, BatchRejected)
         if isinstance(exc, known) or (args.command == "router" and isinstance(exc, (ValueError, OSError))):
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -132,13 +132,17 @@ def model_card(candidate: Candidate, report: GateReport, policy: dict, limitatio
 
 
 def gate(candidate: Candidate, baseline: Candidate | None, policy: dict | str, data: pd.DataFrame,
-         *, registered_name: str, limitations: str = "") -> GateResult:
-    """Validate ``candidate`` and register it as ``registered_name`` (alias ``challenger``) only if it passes."""
+         *, registered_name: str, limitations: str = "", version_tags: dict[str, str] | None = None) -> GateResult:
+    """Validate ``candidate`` and register it as ``registered_name`` (alias ``challenger``) only if it passes.
+
+    ``version_tags`` are set on the new version when it is created, in the same call as the
+    validation tags (a pipeline's idempotency key must never be missing from a registered version)."""
     import mlflow
 
     policy = validation.load_policy(policy)
     _tag_logged_model(candidate.model_uri, {"validation_status": "pending"})
-    with mlflow.start_run(run_name=f"validate-{candidate.name}") as run:
+    # nested under the caller's run when there is one (a pipeline step), else a run of its own
+    with mlflow.start_run(run_name=f"validate-{candidate.name}", nested=mlflow.active_run() is not None) as run:
         mlflow.set_tags({"validation_status": "pending", "validation_policy": f"{policy['name']}@{policy['version']}",
                          "candidate_model": candidate.model_uri})
         try:
@@ -158,7 +162,7 @@ def gate(candidate: Candidate, baseline: Candidate | None, policy: dict | str, d
     if report.passed:
         version = mlflow.register_model(candidate.model_uri, registered_name, tags={
             "validation_status": "passed", "validation_run": run.info.run_id,
-            "validation_policy": f"{policy['name']}@{policy['version']}",
+            "validation_policy": f"{policy['name']}@{policy['version']}", **(version_tags or {}),
         })
         client = mlflow.MlflowClient()
         client.set_registered_model_alias(registered_name, CHALLENGER, version.version)

@@ -254,3 +254,32 @@ def error_over_time(timeline: pd.DataFrame, *, error: str = "error", baseline: f
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def retraining_replay(results: pd.DataFrame, *, labels: dict[str, str] | None = None,
+                      title: str = "Error production saw, month by month, under each retraining policy"):
+    """Production MAE per month for each policy (``results`` from the pipeline's replay), with a
+    triangle where that month's run promoted a new champion (it serves from the next month on)."""
+    import matplotlib.pyplot as plt
+
+    colours = {"never": "#6c757d", "always": "#457b9d", "drift": "#e76f51"}
+    fig, ax = plt.subplots(figsize=(8.5, 3.4))
+    results = results.dropna(subset=["production_mae"])  # the first batch: no champion served it yet
+    months = sorted(results["month"].unique())
+    for policy, part in results.groupby("policy", sort=False):
+        part = part.set_index("month").reindex(months)
+        x = range(len(months))
+        colour = colours.get(policy, None)
+        ax.plot(x, part["production_mae"], marker="o", markersize=4, color=colour,
+                label=(labels or {}).get(policy, policy))
+        promoted = [i for i, decision in enumerate(part["decision"]) if decision == "promoted"]
+        ax.scatter(promoted, part["production_mae"].iloc[promoted], marker="^", s=70, color=colour,
+                   edgecolors="black", linewidths=0.6, zorder=3)
+    ax.scatter([], [], marker="^", color="white", edgecolors="black", label="promotion\n(serves next month)")
+    ax.set_xticks(list(range(len(months))), months, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("MAE (riders per hour)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig

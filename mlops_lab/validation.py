@@ -7,7 +7,7 @@ is readable, reviewable and versioned with the code. Checks, by section of the p
 
 * ``metrics``: thresholds, absolute and relative to the baseline, decided by MLflow's
   ``mlflow.validate_evaluation_results`` (MLflow 3's home for what MLflow 2 did inside evaluate);
-* ``latency``: p95 single-row prediction latency;
+* ``latency``: p95 single-row prediction latency (CPU time, so a busy machine does not fail a fast model);
 * ``group_fairness``: fairlearn's demographic parity and equalized odds differences per protected
   attribute, with the per-group selection rate, TPR and FPR (``MetricFrame``);
 * ``individual_fairness``: counterfactual flips of a protected attribute, and consistency of
@@ -40,6 +40,12 @@ SECTIONS = {"metrics", "latency", "group_fairness", "individual_fairness", "robu
             "explainability", "compliance"}
 KNOWN_METRICS = {"roc_auc", "accuracy_score", "precision_score", "recall_score", "f1_score",
                  "log_loss", "precision_recall_auc", "credit_cost"}
+REGRESSOR_METRICS = {"mean_absolute_error", "mean_squared_error", "root_mean_squared_error", "r2_score",
+                     "max_error", "mean_absolute_percentage_error"}
+"""What ``mlflow.models.evaluate(model_type="regressor")`` computes and a regressor's policy may name."""
+MODEL_TYPES = {"classifier": KNOWN_METRICS, "regressor": REGRESSOR_METRICS}
+CLASSIFIER_ONLY = {"group_fairness", "individual_fairness", "robustness", "explainability"}
+"""Sections measured on decisions and class probabilities: a regressor's policy cannot use them."""
 COMPLIANCE_ITEMS = {"training_data_digest", "training_data_source", "code_version", "signature",
                     "input_example", "intended_use"}
 SECTION_KEYS = {
@@ -74,7 +80,7 @@ def load_policy(source: str | Path | dict) -> dict:
     import yaml
 
     if isinstance(source, dict):
-        policy = source
+        policy = dict(source)
     else:
         path = Path(source)
         if not path.suffix:
@@ -90,6 +96,13 @@ def load_policy(source: str | Path | dict) -> dict:
     unknown = sorted(set(policy["checks"]) - SECTIONS)
     if unknown:
         raise PolicyError(f"Unknown check section(s) {unknown}; known sections: {sorted(SECTIONS)}")
+    model_type = policy.setdefault("model_type", "classifier")
+    if model_type not in MODEL_TYPES:
+        raise PolicyError(f"model_type must be one of {sorted(MODEL_TYPES)}, not {model_type!r}")
+    if model_type == "regressor" and CLASSIFIER_ONLY & set(policy["checks"]):
+        raise PolicyError(f"Section(s) {sorted(CLASSIFIER_ONLY & set(policy['checks']))} measure a classifier's "
+                          "decisions; a regressor's policy can use metrics, latency and compliance")
+    known_metrics = MODEL_TYPES[model_type]
     for section, spec in policy["checks"].items():
         if not spec:
             raise PolicyError(f"Check section {section!r} is empty: remove it or give it settings")
@@ -101,8 +114,9 @@ def load_policy(source: str | Path | dict) -> dict:
                 if (key in spec) != (partner in spec):
                     raise PolicyError(f"{section!r}: {key!r} and {partner!r} go together")
     for rule in policy["checks"].get("metrics", []):
-        if rule.get("metric") not in KNOWN_METRICS:
-            raise PolicyError(f"Unknown metric {rule.get('metric')!r} in the policy; known: {sorted(KNOWN_METRICS)}")
+        if rule.get("metric") not in known_metrics:
+            kind = "" if model_type == "classifier" else f" for a {model_type}"
+            raise PolicyError(f"Unknown metric {rule.get('metric')!r}{kind} in the policy; known: {sorted(known_metrics)}")
         if len({"min", "max"} & set(rule)) != 1:
             raise PolicyError(f"Metric rule {rule} needs exactly one of 'min' or 'max'")
         extra = sorted(set(rule) - {"metric", "min", "max", "better_than_baseline_by"})
@@ -280,15 +294,21 @@ def check_metrics(rules: list[dict], candidate_result, baseline_result) -> list[
 
 
 def check_latency(pipeline, X: pd.DataFrame, p95_ms_max: float, rows: int = 100) -> list[Check]:
-    """p95 of single-row ``predict`` latency over ``rows`` rows, after a short warm-up."""
+    """p95 of single-row ``predict`` latency over ``rows`` rows, after a short warm-up.
+
+    Each call is timed in CPU time of this process (all its threads), not wall-clock time: the gate
+    judges what the model costs, and a machine busy with other work (a CI runner on two cores,
+    tests in parallel) must not fail a fast model. A model that waits for something other than the
+    CPU is timed at serving, where load tests measure what a caller waits for (lessons 10-11).
+    """
     sample = X.head(rows)
     for i in range(min(5, len(sample))):
         pipeline.predict(sample.iloc[[i]])
     times = []
     for i in range(len(sample)):
-        started = time.perf_counter()
+        started = time.process_time()
         pipeline.predict(sample.iloc[[i]])
-        times.append((time.perf_counter() - started) * 1000)
+        times.append((time.process_time() - started) * 1000)
     p95 = float(np.percentile(times, 95))
     passed = p95 <= p95_ms_max
     return [Check("latency_p95", "latency", f"{p95:7.1f} ms", f"<= {p95_ms_max} ms", passed,
@@ -588,13 +608,14 @@ def validate(candidate: Candidate, baseline: Candidate | None, policy: dict | st
         mlflow.start_run(run_name=f"validate-{candidate.name}")
     try:
         if "metrics" in checks_spec:
-            extras = {"extra_metrics": [evaluation.credit_cost_metric()]}
+            kind = policy["model_type"]
+            extras = {"extra_metrics": [evaluation.credit_cost_metric()] if kind == "classifier" else []}
             with mlflow.start_run(run_name=f"evaluate-{candidate.name}", nested=True):
-                cand_result = evaluation.evaluate(candidate.model_uri, data[columns + [target]], target, "classifier", **extras)
+                cand_result = evaluation.evaluate(candidate.model_uri, data[columns + [target]], target, kind, **extras)
             base_result = None
             if baseline is not None:
                 with mlflow.start_run(run_name=f"evaluate-baseline-{baseline.name}", nested=True):
-                    base_result = evaluation.evaluate(baseline.model_uri, data[columns + [target]], target, "classifier", **extras)
+                    base_result = evaluation.evaluate(baseline.model_uri, data[columns + [target]], target, kind, **extras)
             checks += check_metrics(checks_spec["metrics"], cand_result, base_result)
         if "latency" in checks_spec:
             spec = checks_spec["latency"]

@@ -145,3 +145,24 @@ def test_monitoring_benchmark_writes_json_and_markdown(tmp_path, home):
     assert list(data["per_check"]["rows"]) == ["200", "400"]
     assert all(row["verdict"] in ("stable", "drift") for row in data["per_check"]["rows"].values())
     assert "| 400 |" in (tmp_path / "monitoring.md").read_text()
+
+
+@pytest.mark.integration
+def test_pipeline_benchmark_writes_json_and_markdown(tmp_path, home):
+    import os
+
+    spec = importlib.util.spec_from_file_location("bench_pipeline", ROOT / "benchmarks" / "bench_pipeline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(out=tmp_path, repeats=1, warmup=0, with_daemon=False) == 0
+    assert os.environ["MLOPS_LAB_HOME"] == str(home), "the benchmark restores the workspace it found"
+    assert not list(home.iterdir()), "every run has a temporary workspace of its own"
+    data = json.loads((tmp_path / "pipeline.json").read_text())
+    assert list(data["rows"]) == ["direct", "dagster"] and "daemon" not in data
+    assert data["rows"]["direct"]["full_over_direct"] == 1.0
+    for row in data["rows"].values():
+        assert row["full_s"] > 0 and row["rerun_s"] > 0 and row["outcomes"] == ["promoted/1/skipped"]
+    assert set(data["steps_ms"]) == {"ingest", "validate", "features", "retrain", "evaluate", "gate", "decide", "record"}
+    text = (tmp_path / "pipeline.md").read_text()
+    assert "| Dagster, in process |" in text and "| step functions, direct | " in text
+    assert bench._parse(["--quick"])["with_daemon"] is False

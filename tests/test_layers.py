@@ -13,9 +13,9 @@ LAYERS = {
     "base": ["config", "processes", "plots"],
     "data": ["datasets", "quality", "features", "featurestore"],
     "model": ["training", "tuning", "evaluation", "explain", "validation", "governance"],
-    "release": ["packaging", "registry", "environments", "auth", "access", "promotion"],
+    "release": ["packaging", "registry", "environments", "auth", "access", "promotion", "projects"],
     "serve": ["serving", "gateway", "loadtest", "deployment"],
-    "operate": ["monitoring"],
+    "operate": ["monitoring", "delivery", "pipeline"],
     "course": ["prerequisites", "runner", "labs", "grading", "cli"],
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}

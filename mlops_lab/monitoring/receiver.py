@@ -24,6 +24,7 @@ and read what arrived from Python without HTTP (the retraining lesson does)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sqlite3
@@ -148,6 +149,17 @@ def parse_notification(document: Any) -> list[dict[str, Any]]:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise PayloadError("not an Alertmanager notification: " + "; ".join(problems[:10]) + more)
     return rows
+
+
+def notification(alertname: str, status: str = "firing", labels: dict[str, str] | None = None,
+                 summary: str = "") -> dict[str, Any]:
+    """An Alertmanager webhook body (version 4) for one alert: what Alertmanager would POST to the
+    receiver, for a lesson or a test that needs an alert without running Prometheus."""
+    labels = {"alertname": alertname, **(labels or {})}
+    fingerprint = hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
+    return {"version": "4", "groupKey": f"{{}}:{{alertname=\"{alertname}\"}}", "status": status, "receiver": "course",
+            "alerts": [{"status": status, "labels": labels, "annotations": {"summary": summary or alertname},
+                        "startsAt": _now(), "endsAt": "0001-01-01T00:00:00Z", "fingerprint": fingerprint}]}
 
 
 class AlertStore:
