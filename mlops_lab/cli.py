@@ -396,8 +396,10 @@ def parser() -> argparse.ArgumentParser:
     pipe_run.add_argument("--batch", default=None, metavar="FILE",
                           help="a .parquet or .csv batch of whole months (default: retrain on the stored window)")
     pipe_run.add_argument("--trigger", default="manual", help="recorded with the run (default: manual)")
-    for option, kind, default in (("window-months", int, 3), ("holdout-days", int, 7), ("trials", int, 3),
-                                  ("min-improvement", float, 0.02)):
+    from mlops_lab.pipeline.workflow import Settings  # one place for the defaults
+
+    for option, kind in (("window-months", int), ("holdout-days", int), ("trials", int), ("min-improvement", float)):
+        default = getattr(Settings(), option.replace("-", "_"))
         pipe_run.add_argument(f"--{option}", type=kind, default=default, help=f"default {default}")
     pipe_run.add_argument("--model-name", default=None, help="the registered model (default: bike-demand)")
     pipe_run.add_argument("--retrain-when", default="always", choices=["always", "drift", "never"],

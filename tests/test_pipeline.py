@@ -373,3 +373,9 @@ def test_retraining_before_any_month_is_refused(home):
             definitions.run(None, settings=FAST)
     finally:
         mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.unit
+def test_the_dagster_resource_has_the_settings_fields_and_defaults():
+    assert definitions.PipelineSettings().settings() == Settings()
+    assert set(definitions.PipelineSettings.model_fields) == set(Settings.__dataclass_fields__)

@@ -37,19 +37,29 @@ are an operator's job, not a new model's."""
 BATCH_SUFFIXES = (".parquet", ".csv")
 
 
-class PipelineSettings(dg.ConfigurableResource):
-    """:class:`~mlops_lab.pipeline.workflow.Settings` as a Dagster resource (settable in the UI's launchpad)."""
+_DEFAULTS = workflow.Settings()
 
-    model_name: str = workflow.MODEL_NAME
-    experiment: str = workflow.EXPERIMENT
-    policy: str = workflow.POLICY
-    window_months: int = 3
-    holdout_days: int = 7
-    trials: int = 3
-    min_improvement: float = 0.02
-    retrain_when: str = "always"
-    seed: int = workflow.SEED
-    actor: str = "pipeline"
+
+class PipelineSettings(dg.ConfigurableResource):
+    """:class:`~mlops_lab.pipeline.workflow.Settings` as a Dagster resource (settable in the UI's launchpad).
+
+    Dagster reads a resource's fields from its annotations, so they are listed here; their defaults
+    are the dataclass's, and :meth:`settings` checks them the same way."""
+
+    model_name: str = _DEFAULTS.model_name
+    experiment: str = _DEFAULTS.experiment
+    policy: str = _DEFAULTS.policy
+    window_months: int = _DEFAULTS.window_months
+    holdout_days: int = _DEFAULTS.holdout_days
+    trials: int = _DEFAULTS.trials
+    min_improvement: float = _DEFAULTS.min_improvement
+    retrain_when: str = _DEFAULTS.retrain_when
+    seed: int = _DEFAULTS.seed
+    actor: str = _DEFAULTS.actor
+
+    @classmethod
+    def of(cls, settings: workflow.Settings) -> "PipelineSettings":
+        return cls(**{k: getattr(settings, k) for k in workflow.Settings.__dataclass_fields__})
 
     def settings(self) -> workflow.Settings:
         return workflow.Settings(**{k: getattr(self, k) for k in workflow.Settings.__dataclass_fields__})
@@ -244,8 +254,7 @@ def configured_settings() -> PipelineSettings:
     unknown = sorted(set(given) - set(fields))
     if unknown:
         raise workflow.PipelineError(f"{SETTINGS_ENV} names unknown settings {unknown}; known: {sorted(fields)}")
-    checked = workflow.Settings(**given)
-    return PipelineSettings(**{k: getattr(checked, k) for k in fields})
+    return PipelineSettings.of(workflow.Settings(**given))
 
 
 defs = dg.Definitions(jobs=[retrain_job], sensors=[inbox, alerts], schedules=[monthly],
@@ -262,7 +271,7 @@ def run(batch: str | Path | None = None, *, settings: workflow.Settings | None =
     unless ``raise_on_error=False``, which returns ``{"decision": "failed", "reason": ...}``.
     """
     settings = settings or workflow.Settings()
-    resource = PipelineSettings(**{k: getattr(settings, k) for k in workflow.Settings.__dataclass_fields__})
+    resource = PipelineSettings.of(settings)
     config = {"ops": {"ingest": {"config": {"batch": str(batch) if batch else "", "trigger": trigger}}},
               "loggers": {"console": {"config": {"log_level": log_level}}}}
     run_id = str(uuid.uuid4())

@@ -685,7 +685,8 @@ def decide(state: State, settings: Settings) -> State:
             _client().set_model_version_tag(settings.model_name, state.version, "pipeline.decision",
                                             f"{state.decision}: {state.reason}"[:500])
         mlflow.set_tags({"decision": state.decision, "reason": state.reason[:500]})
-        state.champion_after = (_champion(settings.model_name) and str(_champion(settings.model_name).version))
+        after = _champion(settings.model_name)
+        state.champion_after = None if after is None else str(after.version)
     return state
 
 
