@@ -55,6 +55,23 @@ def credit_cost_metric():
     return make_metric(eval_fn=eval_fn, greater_is_better=False, name="credit_cost")
 
 
+def probability_auc_metric():
+    """ROC AUC from a ``probability_good`` output column, as an MLflow metric named ``roc_auc``.
+
+    MLflow computes ROC AUC only from a scikit-learn model's ``predict_proba``; a custom model that
+    answers a table (lesson 16) carries its probability as a column, which MLflow hands to a
+    metric whose argument has that column's name."""
+    from mlflow.models import make_metric
+    from sklearn.metrics import roc_auc_score
+
+    def eval_fn(predictions, targets, probability_good):
+        if pd.Series(targets).nunique() < 2:  # MLflow tries every metric on the first row alone
+            return float("nan")
+        return float(roc_auc_score(targets, probability_good))
+
+    return make_metric(eval_fn=eval_fn, greater_is_better=True, name="roc_auc")
+
+
 def cost_by_threshold(y_true, proba_good, thresholds: Sequence[float] | None = None) -> pd.DataFrame:
     """Cost when approving applicants whose probability of being good is at least each threshold.
 
@@ -156,14 +173,18 @@ def check_evaluation_data(data: pd.DataFrame, target: str, model_uri: str | None
 
 
 def _safe(metric, name: str):
-    """Wrap a custom metric so an exception inside it names the metric."""
+    """Wrap a custom metric so an exception inside it names the metric (its arguments unchanged:
+    MLflow reads their names to hand it output or input columns)."""
+    import functools
+
     from mlflow.models import make_metric
 
     fn = metric.eval_fn
 
-    def eval_fn(predictions, targets, metrics=None):
+    @functools.wraps(fn)
+    def eval_fn(*args):
         try:
-            return fn(predictions, targets, metrics)
+            return fn(*args)
         except Exception as exc:
             raise EvaluationError(f"The custom metric {name!r} raised {type(exc).__name__}: {exc}") from exc
 
@@ -180,6 +201,7 @@ def evaluate(
     custom_artifacts: Sequence[Callable] = (),
     explain: bool = False,
     pos_label: int | None = 1,
+    predictions: str | None = None,
 ):
     """``mlflow.models.evaluate`` on a logged model, with inputs checked and SHAP off by default.
 
@@ -187,7 +209,8 @@ def evaluate(
     asks MLflow for SHAP explanations too, which costs seconds per call; MLflow computes them only
     when every input column is numeric (it skips, with a warning, the course's pipelines that take
     text columns: use :mod:`mlops_lab.explain` for those). Returns MLflow's ``EvaluationResult``
-    (``.metrics``, ``.artifacts``).
+    (``.metrics``, ``.artifacts``). ``predictions`` names the output column to evaluate when the
+    model answers a table (lesson 16's decision model: ``"label"``).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -209,8 +232,16 @@ def evaluate(
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
             warnings.filterwarnings("ignore", message="The NumPy global RNG was seeded")
             warnings.filterwarnings("ignore", message="Unable to serialize underlying model")
+            if predictions is not None:  # MLflow's classifier evaluator reads one column only from a
+                # model's output: score first, then evaluate the answers as a static dataset
+                answers = mlflow.pyfunc.load_model(model_uri).predict(data.drop(columns=[target]))
+                if predictions not in answers.columns:
+                    raise EvaluationError(f"the model at {model_uri!r} answers {list(answers.columns)}, "
+                                          f"not the column {predictions!r} the evaluation asks for")
+                data = pd.concat([data.reset_index(drop=True)[[target]], answers.reset_index(drop=True)], axis=1)
+                model_uri = None
             return mlflow.models.evaluate(
-                model_uri, data, targets=target, model_type=model_type,
+                model_uri, data, targets=target, model_type=model_type, predictions=predictions,
                 extra_metrics=metrics, custom_artifacts=list(custom_artifacts),
                 evaluator_config=config,
             )

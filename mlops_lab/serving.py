@@ -63,6 +63,14 @@ class Response:
             return str(self.body.get("message", self.body))
         return str(self.body)
 
+    @property
+    def reason(self) -> str:
+        """The refusal without the echo of the input: MLflow's server repeats the whole table it could
+        not score (``Failed to predict data '...'.``) before ``Error: <what the model raised>``."""
+        message = self.message
+        head, marker, rest = message.partition("\nError: ")
+        return rest.strip() if marker and head.startswith("Failed to predict data") else message
+
 
 class ModelServer(ManagedProcess):
     """A running scoring server on loopback; ``url`` is its base URL once started."""
@@ -243,6 +251,19 @@ class ScoringClient:
         if not isinstance(answer.body, dict) or "predictions" not in answer.body:
             raise ServingError(answer.status, f"the answer has no 'predictions': {str(answer.body)[:200]}")
         return np.asarray(answer.body["predictions"])
+
+    def predict_table(self, X: pd.DataFrame, fmt: str = "dataframe_split", params: dict | None = None,
+                      headers: dict[str, str] | None = None) -> pd.DataFrame:
+        """The answer of a model that returns a table (one record per row, e.g. lesson 16's decision
+        model) as a DataFrame; ``params`` travel with the request. Refusals raise :class:`ServingError`."""
+        body, content_type = payload(X, fmt, params)
+        answer = self.post(body, content_type, headers)
+        if not answer.ok:
+            raise ServingError(answer.status, answer.message)
+        rows = answer.body.get("predictions") if isinstance(answer.body, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ServingError(answer.status, f"the answer is not a table of records: {str(answer.body)[:200]}")
+        return pd.DataFrame(rows)
 
 
 def verdict(status: int) -> str:

@@ -103,6 +103,10 @@ def load_policy(source: str | Path | dict) -> dict:
         raise PolicyError(f"Section(s) {sorted(CLASSIFIER_ONLY & set(policy['checks']))} measure a classifier's "
                           "decisions; a regressor's policy can use metrics, latency and compliance")
     known_metrics = MODEL_TYPES[model_type]
+    column = policy.get("prediction_column")
+    if column is not None and (model_type != "classifier" or not isinstance(column, str) or not column):
+        raise PolicyError("prediction_column names the output column a classifier that answers a table decides "
+                          f"with (e.g. 'label'); got {column!r} for a {model_type}")
     for section, spec in policy["checks"].items():
         if not spec:
             raise PolicyError(f"Check section {section!r} is empty: remove it or give it settings")
@@ -213,10 +217,23 @@ class Candidate:
     pipeline: Any = None
 
     def load(self):
-        """The scikit-learn pipeline as logged in MLflow: what the gate checks is what gets registered."""
-        import mlflow
+        """The model as logged in MLflow: what the gate checks is what gets registered.
 
-        return mlflow.sklearn.load_model(self.model_uri)
+        A scikit-learn model loads as its pipeline. A custom ``pyfunc`` model (lesson 16) loads
+        through MLflow, and its Python model's ``as_classifier()`` gives the estimator the checks
+        call (``predict`` and ``predict_proba`` over the model's own artifacts); a custom model
+        without one cannot be checked and is refused."""
+        import mlflow
+        from mlflow.models import get_model_info
+
+        if "sklearn" in get_model_info(self.model_uri).flavors:
+            return mlflow.sklearn.load_model(self.model_uri)
+        python_model = mlflow.pyfunc.load_model(self.model_uri).unwrap_python_model()
+        if not hasattr(python_model, "as_classifier"):
+            raise ValidationInputError(
+                f"The candidate {self.model_uri!r} is neither a scikit-learn model nor a custom model with "
+                "as_classifier(): the gate's checks need predict and predict_proba.")
+        return python_model.as_classifier()
 
     @classmethod
     def from_tracked(cls, name: str, tracked) -> "Candidate":
@@ -610,8 +627,11 @@ def validate(candidate: Candidate, baseline: Candidate | None, policy: dict | st
         if "metrics" in checks_spec:
             kind = policy["model_type"]
             extras = {"extra_metrics": [evaluation.credit_cost_metric()] if kind == "classifier" else []}
+            decided = policy.get("prediction_column")  # a model that answers a table: its decision column
+            own = {"predictions": decided,
+                   "extra_metrics": extras["extra_metrics"] + [evaluation.probability_auc_metric()]} if decided else extras
             with mlflow.start_run(run_name=f"evaluate-{candidate.name}", nested=True):
-                cand_result = evaluation.evaluate(candidate.model_uri, data[columns + [target]], target, kind, **extras)
+                cand_result = evaluation.evaluate(candidate.model_uri, data[columns + [target]], target, kind, **own)
             base_result = None
             if baseline is not None:
                 with mlflow.start_run(run_name=f"evaluate-baseline-{baseline.name}", nested=True):
