@@ -66,10 +66,12 @@ class Response:
     @property
     def reason(self) -> str:
         """The refusal without the echo of the input: MLflow's server repeats the whole table it could
-        not score (``Failed to predict data '...'.``) before ``Error: <what the model raised>``."""
+        not score (``Failed to predict data '...'.``, ``Failed to enforce schema of data '...' with
+        schema '...'.``) before ``Error: <what went wrong>``."""
         message = self.message
-        head, marker, rest = message.partition("\nError: ")
-        return rest.strip() if marker and head.startswith("Failed to predict data") else message
+        head, marker, rest = message.rpartition("Error: ")
+        echoed = message.startswith(("Failed to predict data", "Failed to enforce schema of data"))
+        return rest.strip() if marker and echoed else message
 
 
 class ModelServer(ManagedProcess):

@@ -151,7 +151,7 @@ class DecisionEstimator:
 def _trusted_types() -> list[str]:
     from mlops_lab import training
 
-    return [*training.SKOPS_TRUSTED_TYPES, "numpy.dtype"]
+    return list(training.SKOPS_TRUSTED_TYPES)
 
 
 def _load_artifact(context, name: str):
@@ -359,13 +359,14 @@ def log_decision_model(parts: DecisionParts, split, *, form: str = "code", thres
         raise ValueError(f"form must be 'code' (models from code) or 'class' (a class instance), not {form!r}")
     python_model = str(MODEL_CODE) if form == "code" else CreditDecisionModel()
     threshold, _ = check_params({} if threshold is None else {"threshold": threshold})
+    threshold = round(threshold, 6)  # as the signature shows it: one value everywhere
     example = training.model_input(split.X_train[parts.features].head(5))
     with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tags({"problem": "credit", "code_version": code_version(), "model_form": form})
         if intended_use:
             mlflow.set_tag("intended_use", intended_use)
-        mlflow.log_params({"threshold": round(threshold, 6), "reasons": DEFAULT_REASONS,
-                           "inputs": ",".join(parts.features)})
+        mlflow.log_params({"reasons": DEFAULT_REASONS, "inputs": ",".join(parts.features)})  # the threshold
+        # is logged by MLflow itself, from the model_config
         datasets.log_dataset(split.frame("train"), context="training", name="german_credit-train")
         datasets.log_dataset(split.frame("test"), context="evaluation", name="german_credit-test")
         estimator = DecisionEstimator(parts.rules, parts.classifier, threshold)
