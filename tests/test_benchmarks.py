@@ -166,3 +166,20 @@ def test_pipeline_benchmark_writes_json_and_markdown(tmp_path, home):
     text = (tmp_path / "pipeline.md").read_text()
     assert "| Dagster, in process |" in text and "| step functions, direct | " in text
     assert bench._parse(["--quick"])["with_daemon"] is False
+
+
+@pytest.mark.integration
+def test_custom_models_benchmark_writes_json_and_markdown(tmp_path, home):
+    import os
+
+    spec = importlib.util.spec_from_file_location("bench_custom_models", ROOT / "benchmarks" / "bench_custom_models.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(out=tmp_path, single_rows=10, repeats=1) == 0
+    assert os.environ["MLOPS_LAB_HOME"] == str(home), "the benchmark restores the workspace it found"
+    data = json.loads((tmp_path / "custom_models.json").read_text())
+    paths = [row["path"] for row in data["results"]]
+    assert paths == ["champion (pyfunc, a class)", "decision model, no reasons", "decision model, 3 reasons"]
+    assert data["results"][0]["single_speedup"] == 1.0 and data["meta"]["pyfunc_matches_its_parts"]
+    assert all(row["single_p50_ms"] > 0 and row["batch_1000_ms"] > 0 for row in data["results"])
+    assert "| decision model, 3 reasons |" in (tmp_path / "custom_models.md").read_text()
