@@ -239,9 +239,9 @@ def evaluate(
                     raise EvaluationError(f"the model at {model_uri!r} answers {list(answers.columns)}, "
                                           f"not the column {predictions!r} the evaluation asks for")
                 data = pd.concat([data.reset_index(drop=True)[[target]], answers.reset_index(drop=True)], axis=1)
-                model_uri = None
             return mlflow.models.evaluate(
-                model_uri, data, targets=target, model_type=model_type, predictions=predictions,
+                None if predictions is not None else model_uri, data, targets=target, model_type=model_type,
+                predictions=predictions,
                 extra_metrics=metrics, custom_artifacts=list(custom_artifacts),
                 evaluator_config=config,
             )

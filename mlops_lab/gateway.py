@@ -102,9 +102,7 @@ class ContractViolation(RequestError):
     the message shows the first five, each as ``row R, <the training report's sentence>``."""
 
     def __init__(self, violations: list[dict]) -> None:
-        shown = "; ".join(f"row {v['row']}, {v['message']}" for v in violations[:5])
-        more = f" (first 5 of {len(violations)} problems shown)" if len(violations) > 5 else ""
-        super().__init__(400, shown + more, "CONTRACT_VIOLATION")
+        super().__init__(400, quality.describe_violations(violations), "CONTRACT_VIOLATION")
         self.violations = violations
 
 

@@ -196,6 +196,26 @@ class Contract:
             return None
         return violation(column, rule.rule, value, rule.says, rule.allowed)
 
+    def violations(self, frame: pd.DataFrame) -> list[dict]:
+        """Every value of ``frame`` its columns' rules forbid, row by row (the fast path for
+        requests: no schema is built), in a report's words; a missing value breaks
+        ``no_empty_cells``. Rows are numbered by position; columns the contract does not know, and
+        types, are the caller's concern (a signature checks them)."""
+        found = []
+        columns = [c for c in frame.columns if c in self.columns]
+        for row, values in enumerate(frame[columns].itertuples(index=False, name=None)):
+            for column, value in zip(columns, values):
+                value = value.item() if hasattr(value, "item") else value  # NumPy scalars as Python's
+                if _is_missing(value):
+                    found.append({"row": row, "column": column, "value": None, "rule": "no_empty_cells",
+                                  "message": f"column '{column}': the value is missing"})
+                    continue
+                message = self.problem(column, value)
+                if message is not None:
+                    found.append({"row": row, "column": column, "value": value,
+                                  "rule": self.columns[column].rule, "message": message})
+        return found
+
     # -- frames (training, batches) ----------------------------------------------------------
     def schema(self):
         """The pandera ``DataFrameSchema`` of this contract (every column required, no missing values)."""
@@ -330,6 +350,16 @@ def closest(name: str, choices) -> str | None:
 def _suggest(name: str, choices) -> str:
     match = closest(name, choices)
     return f" (did you mean '{match}'?)" if match else ""
+
+
+def describe_violations(violations: list[dict], limit: int = 5) -> str:
+    """A refusal's message: the first ``limit`` problems as ``row R, <the report's sentence>``.
+
+    ``violations`` are ``{"row", "message", ...}`` dicts (:meth:`Contract.violations`, or the
+    gateway's own). One wording wherever a request is refused for its values."""
+    shown = "; ".join(f"row {v['row']}, {v['message']}" for v in violations[:limit])
+    more = f" (first {limit} of {len(violations)} problems shown)" if len(violations) > limit else ""
+    return shown + more
 
 
 def violation(column: str, rule: str, value: Any, says: str, allowed: tuple | None = None) -> str:

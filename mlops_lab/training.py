@@ -150,6 +150,9 @@ def _preprocessor(numeric: list[str], categorical: list[str], scale: bool, imput
     )
 
 
+CHAMPION_PARAMS = {"n_estimators": 100, "learning_rate": 0.04, "max_depth": 3, "subsample": 0.7, "min_samples_leaf": 9}
+"""The hyperparameters of lesson 08's gradient-boosting champion (lesson 04's search chose them)."""
+
 CREDIT_MODELS = {
     "logistic_regression": lambda seed, **p: LogisticRegression(max_iter=1000, random_state=seed, **p),
     "random_forest": lambda seed, **p: RandomForestClassifier(random_state=seed, n_jobs=1, **p),

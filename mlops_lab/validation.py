@@ -254,6 +254,22 @@ def _input_schema(model_uri: str, who: str) -> dict[str, str]:
     return {spec.name: str(spec.type) for spec in signature.inputs.inputs}
 
 
+def _output_columns(model_uri: str) -> list[str]:
+    """The column names of a logged model's output signature (none for a model that answers a vector)."""
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(model_uri).signature
+    outputs = signature.outputs if signature is not None else None
+    return [] if outputs is None else [str(name) for name in outputs.input_names() if name is not None]
+
+
+@dataclass
+class _Timed:
+    """A prediction function in the shape the latency check times (``.predict``)."""
+
+    predict: Any
+
+
 def bands(values: pd.Series, edges: list[float]) -> pd.Series:
     """Numeric values cut into labelled bands, e.g. ages into ``<25``, ``25-40``, ``40-60``, ``60+``."""
     labels = [f"<{edges[1]}"] + [f"{a}-{b}" for a, b in zip(edges[1:-2], edges[2:-1])] + [f"{edges[-2]}+"]
@@ -628,18 +644,27 @@ def validate(candidate: Candidate, baseline: Candidate | None, policy: dict | st
             kind = policy["model_type"]
             extras = {"extra_metrics": [evaluation.credit_cost_metric()] if kind == "classifier" else []}
             decided = policy.get("prediction_column")  # a model that answers a table: its decision column
-            own = {"predictions": decided,
-                   "extra_metrics": extras["extra_metrics"] + [evaluation.probability_auc_metric()]} if decided else extras
+
+            def arguments(model_uri: str) -> dict:  # per model: a decision model may be either side
+                if decided is None or decided not in _output_columns(model_uri):
+                    return extras
+                return {"predictions": decided,
+                        "extra_metrics": extras["extra_metrics"] + [evaluation.probability_auc_metric()]}
+
             with mlflow.start_run(run_name=f"evaluate-{candidate.name}", nested=True):
-                cand_result = evaluation.evaluate(candidate.model_uri, data[columns + [target]], target, kind, **own)
+                cand_result = evaluation.evaluate(candidate.model_uri, data[columns + [target]], target, kind,
+                                                  **arguments(candidate.model_uri))
             base_result = None
             if baseline is not None:
                 with mlflow.start_run(run_name=f"evaluate-baseline-{baseline.name}", nested=True):
-                    base_result = evaluation.evaluate(baseline.model_uri, data[columns + [target]], target, kind, **extras)
+                    base_result = evaluation.evaluate(baseline.model_uri, data[columns + [target]], target, kind,
+                                                      **arguments(baseline.model_uri))
             checks += check_metrics(checks_spec["metrics"], cand_result, base_result)
         if "latency" in checks_spec:
             spec = checks_spec["latency"]
-            checks += check_latency(pipeline, X, spec["p95_ms_max"], spec.get("rows", 100))
+            served = getattr(pipeline, "served_predict", None)  # a custom model's whole answer, when it has one
+            checks += check_latency(pipeline if served is None else _Timed(served), X, spec["p95_ms_max"],
+                                    spec.get("rows", 100))
         if "group_fairness" in checks_spec:
             checks += check_group_fairness(checks_spec["group_fairness"], y, y_pred, groups, details)
         if "individual_fairness" in checks_spec:

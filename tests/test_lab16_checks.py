@@ -30,10 +30,10 @@ QUICK = ["mlflow", "scikit-learn", "pandas"]  # pip_requirements: skips MLflow's
 def test_the_rule_refuses_above_the_limit_first_and_approves_at_the_threshold():
     X = pd.DataFrame({"credit_amount": [500, 10_000, 10_001, 12_000, 800]})
     proba = np.array([0.5, 0.9, 0.99, 0.2, 0.49])
-    want = checks.expected(X, proba)
+    want = checks._expected(X, proba)
     assert want["decision"].tolist() == ["approve", "approve", "refuse", "refuse", "refuse"]
     assert want["reason"].tolist() == ["", "", checks.ABOVE_LIMIT, checks.ABOVE_LIMIT, checks.BELOW_THRESHOLD]
-    lower = checks.expected(X, proba, {"threshold": 0.4, "max_amount": 12_000})
+    lower = checks._expected(X, proba, {"threshold": 0.4, "max_amount": 12_000})
     assert lower["decision"].tolist() == ["approve", "approve", "approve", "refuse", "approve"]
     assert checks.rule_problem(want, X, proba) is None
     assert "should be 'refuse' with reason 'amount above limit'" in checks.rule_problem(

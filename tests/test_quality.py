@@ -81,6 +81,22 @@ def test_single_value_check_says_what_the_report_says(credit_contract):
         credit_contract.problem("zip", 1)
 
 
+def test_the_fast_path_for_requests_finds_what_the_report_finds_in_the_same_words(credit_contract):
+    frame = datasets.load_german_credit().head(6).drop(columns=["risk"]).astype({"sex": object, "housing": object})
+    for (column, row), value in {("sex", 0): "mael", ("housing", 1): "castle", ("age", 2): 130,
+                                 ("housing", 4): None}.items():
+        frame.loc[row, column] = value
+    inputs = credit_contract.inputs()
+    found = inputs.violations(frame)
+    report = inputs.validate(frame).errors
+    assert [(v["row"], v["column"]) for v in found] == [(0, "sex"), (1, "housing"), (2, "age"), (4, "housing")]
+    assert [v["message"] for v in found] == [report[(report["row"] == v["row"]) & (report["column"] == v["column"])]
+                                             ["message"].iloc[0] for v in found]
+    assert inputs.violations(frame.iloc[[3, 5]]) == []
+    said = quality.describe_violations(found, limit=2)
+    assert said.startswith("row 0, column 'sex': 'mael' breaks rule") and said.endswith("(first 2 of 4 problems shown)")
+
+
 def test_wrong_types_missing_columns_nans_and_empty_batches(credit_contract):
     credit = datasets.load_german_credit().head(5)
     report = credit_contract.validate(credit.drop(columns=["age"]))

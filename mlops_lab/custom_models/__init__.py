@@ -49,12 +49,13 @@ RULES_ARTIFACT = "rules"
 CLASSIFIER_ARTIFACT = "classifier"
 MAX_REASONS = 10
 DEFAULT_REASONS = 3
+PREDICT_PACKAGES = ("shap", "pandera", "PyYAML")
+"""What ``predict`` imports beyond a scikit-learn model's requirements: SHAP for the reason codes,
+the data contract's packages (:mod:`mlops_lab.quality` reads it with pandera and PyYAML)."""
+
 OUTPUT_COLUMNS = ["probability_good", "decision", "label", "reasons"]
 """What the decision model answers per application: P(good), ``approve``/``refuse``, the decision
 as the dataset's label (1 approve, 0 refuse: what evaluation compares with ``risk``), the reasons."""
-
-_TRUSTED = None  # filled lazily: the skops types the two artifacts hold
-
 
 def break_even_threshold() -> float:
     """Lesson 05's cost matrix as a threshold: approve when P(good) >= 5 / (5 + 1) = 0.833.
@@ -67,7 +68,10 @@ def break_even_threshold() -> float:
 
 
 class DecisionError(ValueError):
-    """The decision model was asked something it cannot answer (bad params, a broken input, no artifact)."""
+    """The decision model cannot load: an artifact is missing or holds types the course does not trust.
+
+    (Bad requests raise MLflow's INVALID_PARAMETER_VALUE error instead, which the scoring server
+    answers with 400.)"""
 
 
 def _request_error(message: str):
@@ -112,8 +116,7 @@ def train_parts(split, *, seed: int = SEED, features: list[str] | None = None, *
     from mlops_lab import training
 
     features = [f for f in training.CREDIT_FEATURES if f != "sex"] if features is None else list(features)
-    params = {"n_estimators": 100, "learning_rate": 0.04, "max_depth": 3, "subsample": 0.7,
-              "min_samples_leaf": 9, **params}
+    params = {**training.CHAMPION_PARAMS, **params}
     pipeline = training.credit_pipeline("gradient_boosting", seed=seed, features=features, engineered=True, **params)
     pipeline.fit(split.X_train, split.y_train)
     return DecisionParts(pipeline[0], pipeline[1:], list(split.X_train.columns))
@@ -125,15 +128,17 @@ class DecisionEstimator:
     """The decision model's stages as a scikit-learn-style classifier, for the validation gate.
 
     ``predict`` is the decision at ``threshold`` (1 approve, 0 refuse), ``predict_proba`` the
-    classifier's probabilities: what lesson 06's fairness, robustness and latency checks need. It
-    runs the registered artifacts themselves (rules, then classifier), without the contract check
-    (the robustness checks send noisy and missing values on purpose)."""
+    classifier's probabilities: what lesson 06's fairness and robustness checks need. It runs the
+    registered artifacts themselves (rules, then classifier), without the contract check (the
+    robustness checks send noisy and missing values on purpose). The latency check times
+    ``served_predict`` instead, when given: the model's whole answer, reason codes included."""
 
-    def __init__(self, rules, classifier, threshold: float) -> None:
+    def __init__(self, rules, classifier, threshold: float, served_predict=None) -> None:
         from sklearn.pipeline import Pipeline
 
         self.rules, self.classifier, self.threshold = rules, classifier, float(threshold)
         self.pipeline = Pipeline([("features", rules), *classifier.steps])
+        self.served_predict = served_predict  # the whole answer as a server computes it (timed by the gate)
 
     def __getitem__(self, index):
         """Steps of the underlying pipeline (``[:-1]`` preprocessing, ``[-1]`` the trees), for SHAP."""
@@ -209,26 +214,26 @@ class CreditDecisionModel(PythonModel):
         if applications.empty:
             raise _request_error("no application to decide on: send at least one row")
         X = applications[self.inputs].reset_index(drop=True)
-        report = self.contract.validate(X, name="request")
-        if not report.passed:
-            errors = report.errors
-            errors = errors[~errors["warning"]] if "warning" in errors.columns else errors
-            if len(errors):
-                shown = "; ".join(f"row {r}, {m}" if pd.notna(r) else m
-                                  for r, m in zip(errors["row"].head(5), errors["message"].head(5)))
-                more = f" (first 5 of {len(errors)} problems shown)" if len(errors) > 5 else ""
-                raise _request_error(f"the request breaks the german_credit data contract: {shown}{more}")
+        broken = self.contract.violations(X)  # the signature has checked names and types already
+        if broken:
+            from mlops_lab import quality
+
+            raise _request_error(f"the request breaks the german_credit data contract: "
+                                 f"{quality.describe_violations(broken)}")
         return self.rules.transform(X)
 
-    def score(self, features: pd.DataFrame) -> np.ndarray:
-        """P(good) for each row of the rules' output."""
-        return self.classifier.predict_proba(features)[:, 1]
+    def encode(self, features: pd.DataFrame) -> np.ndarray:
+        """The rules' output as the trees read it (scaled, one-hot encoded)."""
+        return np.asarray(self.classifier[:-1].transform(features), dtype=float)
 
-    def reason_codes(self, features: pd.DataFrame, approve: np.ndarray, top: int) -> list[str]:
+    def score(self, encoded: np.ndarray) -> np.ndarray:
+        """P(good) for each encoded row."""
+        return self.classifier[-1].predict_proba(encoded)[:, 1]
+
+    def reason_codes(self, encoded: np.ndarray, approve: np.ndarray, top: int) -> list[str]:
         """For each row, the ``top`` features that pushed its score towards its decision the most."""
         if top == 0:
-            return [""] * len(features)
-        encoded = np.asarray(self.classifier[:-1].transform(features), dtype=float)
+            return [""] * len(encoded)
         values = np.asarray(self.explainer.shap_values(encoded, check_additivity=False))
         if values.ndim == 3:  # (rows, features, classes) on some SHAP versions: the positive class
             values = values[:, :, 1]
@@ -241,24 +246,25 @@ class CreditDecisionModel(PythonModel):
             out.append(", ".join(names[order]))
         return out
 
-    def postprocess(self, features: pd.DataFrame, proba_good: np.ndarray, threshold: float, reasons: int) -> pd.DataFrame:
+    def postprocess(self, encoded: np.ndarray, proba_good: np.ndarray, threshold: float, reasons: int) -> pd.DataFrame:
         """The decision at ``threshold`` and its reason codes."""
         approve = proba_good >= threshold
         return pd.DataFrame({
             "probability_good": np.round(proba_good, 6),
             "decision": np.where(approve, "approve", "refuse"),
             "label": approve.astype("int64"),
-            "reasons": self.reason_codes(features, approve, reasons),
+            "reasons": self.reason_codes(encoded, approve, reasons),
         })
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         threshold, reasons = check_params(params, self.threshold)
-        features = self.preprocess(pd.DataFrame(model_input))
-        return self.postprocess(features, self.score(features), threshold, reasons)
+        encoded = self.encode(self.preprocess(pd.DataFrame(model_input)))
+        return self.postprocess(encoded, self.score(encoded), threshold, reasons)
 
     def as_classifier(self, threshold: float | None = None) -> DecisionEstimator:
         """The stages as a scikit-learn-style classifier (what the validation gate checks)."""
-        return DecisionEstimator(self.rules, self.classifier, self.threshold if threshold is None else threshold)
+        return DecisionEstimator(self.rules, self.classifier, self.threshold if threshold is None else threshold,
+                                 served_predict=lambda rows: self.predict(None, rows))
 
 
 def check_params(params: dict | None, default_threshold: float | None = None) -> tuple[float, int]:
@@ -282,9 +288,11 @@ def threshold_table(parts: DecisionParts, data: pd.DataFrame, policy: dict | str
                     thresholds=None) -> pd.DataFrame:
     """What each decision threshold costs and how it treats the policy's protected groups.
 
-    One row per threshold: the approval rate, the credit cost and the policy's group-fairness
-    measures (lesson 06's checks, the same code the gate runs) with ``fair`` saying whether all
-    of them pass. ``data`` holds the applications, ``risk`` and the protected attributes."""
+    One row per threshold: the approval rate and the credit cost (lesson 05's
+    :func:`~mlops_lab.evaluation.cost_by_threshold`) and the policy's group-fairness measures
+    (lesson 06's checks, the same code the gate runs) with ``fair`` saying whether all of them
+    pass. Individual fairness (counterfactual flips, consistency) is the gate's to check. ``data``
+    holds the applications, ``risk`` and the protected attributes."""
     from mlops_lab import evaluation, validation
 
     policy = validation.load_policy(policy)
@@ -292,16 +300,15 @@ def threshold_table(parts: DecisionParts, data: pd.DataFrame, policy: dict | str
     groups = validation.protected_groups(data, policy)
     y = data[policy["target"]]
     proba = DecisionEstimator(parts.rules, parts.classifier, 0.5).predict_proba(data[parts.features])[:, 1]
-    thresholds = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, round(break_even_threshold(), 3)] if thresholds is None else thresholds
-    rows = []
+    thresholds = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, round(break_even_threshold(), 6)] if thresholds is None else thresholds
+    table = evaluation.cost_by_threshold(y, proba, thresholds).rename(columns={"cost": "credit_cost"})
+    fairness = []
     for threshold in thresholds:
-        decided = (proba >= threshold).astype(int)
-        checks = validation.check_group_fairness(spec, y, decided, groups, {})
-        rows.append({"threshold": threshold, "approval_rate": float(decided.mean()),
-                     "credit_cost": evaluation.credit_cost(y, decided),
-                     **{c.name: c.number for c in checks if c.number is not None},
-                     "fair": all(c.passed for c in checks)})
-    return pd.DataFrame(rows).round(3)
+        checks = validation.check_group_fairness(spec, y, (proba >= threshold).astype(int), groups, {})
+        fairness.append({**{c.name: round(c.number, 3) for c in checks if c.number is not None},
+                         "fair": all(c.passed for c in checks)})
+    table["threshold"] = thresholds  # exactly the values decided at
+    return pd.concat([table, pd.DataFrame(fairness)], axis=1)
 
 
 # -- logging -----------------------------------------------------------------------------------
@@ -345,14 +352,15 @@ def log_decision_model(parts: DecisionParts, split, *, form: str = "code", thres
     Logged with it: the two artifacts, a signature with params, an input example, pinned
     requirements, the course package as code (``code_paths``: the class and the rules load where
     ``mlops_lab`` is not installed), the training and test data as inputs (lineage), the
-    ``code_version`` and ``intended_use`` tags, and the decision's test metrics at the default
-    threshold (what the validation gate's compliance checks read)."""
+    ``code_version`` and ``intended_use`` tags (what the validation gate's compliance checks
+    read), German Credit's data contract in the model's metadata (as every credit model carries
+    it: lesson 10's gateway enforces it) and the decision's test metrics at the default threshold."""
     import tempfile
 
     import mlflow
 
     import mlops_lab
-    from mlops_lab import datasets, evaluation, training
+    from mlops_lab import datasets, evaluation, quality, training
     from mlops_lab.config import code_version
 
     if form not in ("code", "class"):
@@ -378,8 +386,9 @@ def log_decision_model(parts: DecisionParts, split, *, form: str = "code", thres
             name=name, python_model=python_model, artifacts=parts.save(tmp),
             signature=signature(parts, example, threshold), input_example=example,
             model_config={"threshold": threshold},
-            pip_requirements=training.model_requirements() + [_requirement("shap")],
+            pip_requirements=training.model_requirements() + [_requirement(p) for p in PREDICT_PACKAGES],
             code_paths=[str(Path(mlops_lab.__file__).parent)],
+            metadata={"data_contract": quality.contract("german_credit").inputs(parts.features).to_dict()},
         )
     return LoggedDecisionModel(info.model_uri, run.info.run_id, form, metrics)
 

@@ -71,7 +71,7 @@ def champion_probabilities(X):
     return mlflow.sklearn.load_model(CHAMPION).predict_proba(X)[:, 1]
 
 
-def expected(X, proba, params: dict | None = None):
+def _expected(X, proba, params: dict | None = None):
     """The rule's answer for ``X`` whose P(good) is ``proba``, at ``params`` (the defaults for what is missing)."""
     import numpy as np
     import pandas as pd
@@ -103,7 +103,7 @@ def rule_problem(answer, X, proba, params: dict | None = None) -> str | None:
         return f"the answer has no column(s) {missing} (it has {list(answer.columns)})"
     if len(answer) != len(X):
         return f"{len(answer)} answers for {len(X)} applications"
-    want = expected(X, proba, params)
+    want = _expected(X, proba, params)
     answer = answer.reset_index(drop=True)
     got = pd.to_numeric(answer["probability_good"], errors="coerce").to_numpy(dtype=float)
     off = ~np.isclose(got, want["probability_good"].to_numpy(), atol=1e-6)
@@ -354,6 +354,11 @@ def served_like_local(ns: dict) -> None:
     assert (default["decision"].to_numpy() != local["decision"].to_numpy()).any(), \
         (f"`served_params` {params} change no decision of `sample`: pick params (or rows) whose answer differs from "
          "the defaults, so the answer proves the params reached the model")
+    log = server.log_path.read_text(errors="replace") if server.log_path and server.log_path.is_file() else ""
+    assert '"POST /invocations HTTP/1.1" 200' in log, \
+        "the server's log shows no answered request: send `sample` to it with `client.predict_table(...)`"
+    assert '"POST /invocations HTTP/1.1" 400' in log, \
+        "the server's log shows no refused request: send it a param of the wrong type with `client.post(...)`"
     refused = ns.get("refused")
     assert isinstance(refused, Response), "there is no `refused` (the Response to a request with a param of the wrong type)"
     assert refused.status == 400, f"the request in `refused` got HTTP {refused.status}, not 400: send a param of the wrong type"
