@@ -62,6 +62,8 @@ bench: setup
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_deployment.py
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_monitoring.py
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_pipeline.py
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_custom_models.py
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/bench_spark.py
 
 ui: setup
 	$(BIN)/mlops-lab ui --port $(PORT)

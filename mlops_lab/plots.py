@@ -283,3 +283,29 @@ def retraining_replay(results: pd.DataFrame, *, labels: dict[str, str] | None = 
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
+
+
+def throughput(table: pd.DataFrame, title: str = "Batch scoring throughput"):
+    """Rows per second (log scale) of each scoring ``method`` at each input size (``rows``): grouped
+    bars, labelled with the ratio to the first method (the baseline)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sizes = sorted(table["rows"].unique())
+    methods = list(dict.fromkeys(table["method"]))
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for i, (method, color) in enumerate(zip(methods, ["#8d99ae", "#457b9d", "#e9c46a", "#2a9d8f", "#e76f51"])):
+        rows = table[table["method"] == method].set_index("rows").reindex(sizes)
+        x = np.arange(len(sizes)) + (i - (len(methods) - 1) / 2) * width
+        ax.bar(x, rows["rows_per_s"], width, color=color, label=method)
+        base = table[table["method"] == methods[0]].set_index("rows").reindex(sizes)["rows_per_s"]
+        for xi, value, ratio in zip(x, rows["rows_per_s"], rows["rows_per_s"] / base):
+            ax.text(xi, value, f"{ratio:.2g}x", ha="center", va="bottom", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(sizes)), [f"{s:,} rows" for s in sizes])
+    ax.set_ylabel("rows per second (log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig

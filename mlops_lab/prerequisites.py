@@ -7,6 +7,7 @@ workspace to the state a lesson starts from, and reuses what is already there:
 - :func:`champion`: lesson 08's champion (a validated gradient-boosting credit model);
 - :func:`challenger`: a second validated version of the same model, for the deployment lessons
   (a canary, a shadow, the B of an A/B test); the champion alias does not move.
+- :func:`demand_champion`: a validated hourly Bikeshare demand model, for the batch-scoring lesson (15).
 
 Stage modules (training, governance, registry, serving, deployment) never call this module; it
 calls them, in lifecycle order.
@@ -54,13 +55,12 @@ def champion(name: str = CREDIT_MODEL, *, seed: int = SEED) -> str:
     column) that passed the validation gate of lesson 06 and was promoted by
     :func:`mlops_lab.registry.promote`.
     """
-    from mlops_lab import registry
+    from mlops_lab import registry, training
 
     uri = f"models:/{name}@{registry.CHAMPION}"
     if registry.CHAMPION in _aliases(name):
         return uri
-    version = _gated(name, run_name="champion-candidate", seed=seed, n_estimators=100, learning_rate=0.04,
-                     max_depth=3, subsample=0.7, min_samples_leaf=9)
+    version = _gated(name, run_name="champion-candidate", seed=seed, **training.CHAMPION_PARAMS)
     registry.promote(name, version.version, reason="passed the validation gate; first champion", actor="course-setup")
     return uri
 
@@ -144,3 +144,46 @@ def inference_log(name: str = PRODUCTION, *, requests: int = 400, drift_from: in
     truth.attrs["traffic"] = asked  # kept in the Parquet file's metadata
     truth.to_parquet(truth_file)
     return log
+
+
+DEMAND_MODEL = "bikeshare-demand"
+"""The hourly demand model the batch lessons score (lesson 14's retraining pipeline owns ``bike-demand``)."""
+
+
+def demand_champion(name: str = DEMAND_MODEL, *, seed: int = SEED) -> str:
+    """``models:/<name>@champion``: an hourly Bikeshare demand model, trained and gated if ``name`` has none.
+
+    A histogram gradient-boosting regressor on :data:`~mlops_lab.training.BIKE_FEATURES`, trained on
+    January to June 2011, passed through the ``bikeshare_demand`` gate on July and August (the
+    months after it, in time order) and promoted by :func:`mlops_lab.registry.promote`: what a
+    batch job scoring the year would find in the registry.
+    """
+    import mlflow
+
+    from mlops_lab import datasets, governance, registry, training, validation
+    from mlops_lab.config import code_version
+
+    uri = f"models:/{name}@{registry.CHAMPION}"
+    if registry.CHAMPION in _aliases(name):
+        return uri
+    bikes = datasets.load_bikeshare()
+    months = datasets.MONTHS
+    split = training.time_split(bikes, train_months=months[:6], test_months=months[6:8])
+    params = {"learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 20}
+    with mlflow.start_run(run_name="demand-champion-candidate") as run:
+        mlflow.log_params({"model": "hist_gradient_boosting", "seed": seed, **params,
+                           **{f"{k}_rows": v for k, v in split.sizes.items()}})
+        mlflow.set_tags({"problem": "bikeshare", "code_version": code_version(),
+                         "intended_use": "Next-day fleet planning: hourly rentals forecast in a nightly batch."})
+        datasets.log_dataset(split.frame("train"), context="training", name="bikeshare-2011-Jan..June",
+                             targets=training.BIKE_TARGET)
+        pipeline = training.bike_pipeline("hist_gradient_boosting", seed=seed, **params)
+        pipeline.fit(split.X_train, split.y_train)
+        info = training.log_sklearn_model(pipeline, split.X_train)
+    result = governance.gate(validation.Candidate("demand-champion-candidate", info.model_uri, run.info.run_id),
+                             None, "bikeshare_demand", split.frame("test"), registered_name=name)
+    if not result.passed:
+        raise RuntimeError(f"the demand-champion-candidate failed the validation gate: {result.report.failing}")
+    registry.promote(name, result.version.version, reason="passed the validation gate; first champion",
+                     actor="course-setup")
+    return uri

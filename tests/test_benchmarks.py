@@ -183,3 +183,20 @@ def test_custom_models_benchmark_writes_json_and_markdown(tmp_path, home):
     assert data["results"][0]["single_speedup"] == 1.0 and data["meta"]["pyfunc_matches_its_parts"]
     assert all(row["single_p50_ms"] > 0 and row["batch_1000_ms"] > 0 for row in data["results"])
     assert "| decision model, 3 reasons |" in (tmp_path / "custom_models.md").read_text()
+
+
+@pytest.mark.integration
+def test_spark_benchmark_writes_json_and_markdown(tmp_path, home):
+    import os
+
+    spec = importlib.util.spec_from_file_location("bench_spark", ROOT / "benchmarks" / "bench_spark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(out=tmp_path, sizes=(300,), repeats=1, http=False) == 0
+    assert os.environ["MLOPS_LAB_HOME"] == str(home), "the benchmark restores the workspace it found"
+    data = json.loads((tmp_path / "spark.json").read_text())
+    methods = [row["method"] for row in data["results"]]
+    assert methods == ["pandas (pyfunc)", "spark local[1]", "spark local[2]"]
+    assert data["results"][0]["vs_pandas"] == 1.0 and all(row["rows_per_s"] > 0 for row in data["results"])
+    assert data["meta"]["fastest"]["300"] in methods
+    assert "| 300 |" in (tmp_path / "spark.md").read_text()
