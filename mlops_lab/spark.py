@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ import pandas as pd
 from mlops_lab.config import SEED
 
 JAVA_MIN = 17
-JAVA_HELP = ("Spark 4 needs Java 17 or newer: install a JDK (e.g. `apt install openjdk-17-jre-headless` or "
+JAVA_HELP = ("Spark 4 needs Java 17 or newer: install one (e.g. `apt install openjdk-17-jre-headless` or "
              "`brew install openjdk@17`) and put java on PATH or set JAVA_HOME")
 ROW_ID = "row_id"
 PREDICTION = "prediction"
@@ -155,6 +155,11 @@ def _stop_jvm(timeout: float = 30.0) -> None:
     import psutil
     from pyspark import SparkContext
 
+    active = SparkContext._active_spark_context  # e.g. a handle that never started stops one that did
+    if active is not None:
+        with contextlib.suppress(Exception):
+            active.stop()  # clears pyspark's record of it; without this no session could start again
+        SparkContext._active_spark_context = None
     gateway = SparkContext._gateway
     SparkContext._gateway = None
     SparkContext._jvm = None
@@ -178,6 +183,11 @@ def _stop_jvm(timeout: float = 30.0) -> None:
     psutil.wait_procs(left, timeout=10)
 
 
+def stop_all() -> None:
+    """Stop whatever Spark session and JVM this process runs, whichever handle started them."""
+    _stop_jvm()
+
+
 class LocalSpark:
     """A SparkSession to start and stop: ``with spark.session() as s:`` or ``s = ...start()`` / ``.stop()``."""
 
@@ -197,7 +207,8 @@ class LocalSpark:
 
         check_java()
         if SparkContext._active_spark_context is not None:
-            raise SparkSetupError("A Spark session is already running in this process: stop it first "
+            raise SparkSetupError("A Spark session is already running in this process: stop it first with the "
+                                  "handle that started it (`.stop()`), or `spark.stop_all()` if that handle is lost "
                                   "(one SparkContext per process; its master cannot change).")
         os.environ["PYSPARK_PYTHON"] = sys.executable
         os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
@@ -258,8 +269,9 @@ def session(master: str = "local[2]", app_name: str = "mlops-lab", *, arrow_batc
         "spark.ui.showConsoleProgress": "false",
         "spark.local.dir": str(folder / "local"),
         "spark.sql.warehouse.dir": str(folder / "warehouse"),
-        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={log4j.as_uri()} -Djava.io.tmpdir={folder / 'local'}",
-        "spark.executor.extraJavaOptions": f"-Dlog4j2.configurationFile={log4j.as_uri()}",
+        # quoted: Spark splits these options on spaces, and a workspace path may hold one
+        "spark.driver.extraJavaOptions": f'"-Dlog4j2.configurationFile={log4j.as_uri()}" "-Djava.io.tmpdir={folder / "local"}"',
+        "spark.executor.extraJavaOptions": f'"-Dlog4j2.configurationFile={log4j.as_uri()}"',
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
     }
@@ -333,9 +345,11 @@ def _result_type(info) -> str | None:
     return None
 
 
-_INTEGRAL = {"ByteType", "ShortType", "IntegerType", "LongType"}
-_NUMERIC = _INTEGRAL | {"FloatType", "DoubleType", "DecimalType"}
-_ACCEPTS = {"long": _INTEGRAL, "integer": _INTEGRAL, "double": _NUMERIC, "float": _NUMERIC,
+# What MLflow's schema enforcement converts safely (``_enforce_mlflow_datatype``: a widening cast
+# only; a 64-bit integer is not safe as a double, so a bigint column for a double input is refused)
+_SMALL = {"ByteType", "ShortType"}
+_ACCEPTS = {"long": _SMALL | {"IntegerType", "LongType"}, "integer": _SMALL | {"IntegerType"},
+            "double": _SMALL | {"IntegerType", "FloatType", "DoubleType"}, "float": _SMALL | {"FloatType"},
             "string": {"StringType", "VarcharType", "CharType"}, "boolean": {"BooleanType"},
             "binary": {"BinaryType"}, "datetime": {"TimestampType", "TimestampNTZType", "DateType"}}
 _SPARK_NAMES = {"ByteType": "tinyint", "ShortType": "smallint", "IntegerType": "int", "LongType": "bigint",
@@ -417,16 +431,19 @@ def write_predictions(sdf, path: str | Path, partition_by: Sequence[str] | None 
 
     Spark writes into a hidden sibling folder (``.<name>.tmp-<id>``) and the folder is renamed to
     ``path`` only when every task succeeded. A job that fails (a row the model cannot score, a lost
-    executor) leaves nothing at ``path`` (nor a stray temporary folder) and raises
+    executor, an interrupt) leaves nothing new at ``path`` (nor a stray temporary folder) and raises
     :class:`SparkScoringError` with the error's last line. An existing ``path`` is replaced
     (``overwrite=False`` refuses instead). Uses Hadoop's file system API, so ``path`` may be a
-    local folder, ``hdfs://...`` or ``s3a://...``.
+    local folder or ``hdfs://...`` (a path without a scheme is resolved by the default file system,
+    as ``spark.read`` resolves it). The renames are atomic on a local disk and on HDFS; on S3 a
+    folder rename is a copy, so write each run to a new dated prefix there instead.
     """
     spark = sdf.sparkSession
     jvm = spark.sparkContext._jvm
-    target = str(Path(path).resolve()) if "://" not in str(path) else str(path)
-    final = jvm.org.apache.hadoop.fs.Path(target)
-    fs = final.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    given = jvm.org.apache.hadoop.fs.Path(str(path))
+    fs = given.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    final = fs.makeQualified(given)  # relative paths as the cluster's default file system reads them
+    target = str(Path(final.toUri().getPath())) if final.toUri().getScheme() == "file" else final.toString()
     if fs.exists(final) and not overwrite:
         raise SparkScoringError(f"{path} exists already (pass overwrite=True to replace it).")
     parent, name = final.getParent(), final.getName()
@@ -436,13 +453,16 @@ def write_predictions(sdf, path: str | Path, partition_by: Sequence[str] | None 
         writer = writer.partitionBy(*partition_by)
     try:
         writer.parquet(tmp.toString())
-    except Exception as exc:
+    except BaseException as exc:  # an interrupt too: no temporary folder is left behind
         fs.delete(tmp, True)
+        if not isinstance(exc, Exception):
+            raise
         raise SparkScoringError(f"Scoring failed; nothing was written to {final.getName()!r}: {_short(exc)}") from exc
     old = jvm.org.apache.hadoop.fs.Path(parent, f".{name}.old-{uuid.uuid4().hex[:8]}")
     had_old = fs.exists(final)
-    if had_old:
-        fs.rename(final, old)
+    if had_old and not fs.rename(final, old):  # else the next rename would move tmp *into* final
+        fs.delete(tmp, True)
+        raise SparkScoringError(f"Could not move the previous output at {path} aside; it is unchanged.")
     if not fs.rename(tmp, final):
         if had_old:
             fs.rename(old, final)
@@ -487,13 +507,21 @@ def parity(spark_predictions, pandas_predictions, *, on: str = ROW_ID, predictio
     """Compare predictions row by row, joined on ``on``: the largest absolute difference and a verdict.
 
     Each side is a Spark DataFrame, a pandas DataFrame (read back from Parquet, say) with columns
-    ``on`` and ``prediction``, or a Series indexed by row id.
+    ``on`` and ``prediction``, or a Series indexed by row id. A row id that appears twice on a side
+    is refused (a join would pair every copy with every other); a prediction that is missing on
+    one side only counts as an infinite difference, so it can never pass.
     """
     left = _as_pandas(spark_predictions, on, prediction)
     right = _as_pandas(pandas_predictions, on, prediction)
+    for side, frame in (("Spark", left), ("pandas", right)):
+        repeated = frame[on][frame[on].duplicated()].unique()
+        if len(repeated):
+            raise SparkScoringError(f"The {side} predictions repeat {len(repeated)} row id(s) (first: "
+                                    f"{list(repeated[:3])}): parity needs one prediction per row id.")
     both = left.merge(right, on=on, how="outer", suffixes=("_spark", "_pandas"), indicator=True)
     matched = both[both["_merge"] == "both"]
-    diff = (matched[f"{prediction}_spark"].astype(float) - matched[f"{prediction}_pandas"].astype(float)).abs()
+    a, b = matched[f"{prediction}_spark"].astype(float), matched[f"{prediction}_pandas"].astype(float)
+    diff = (a - b).abs().where(a.isna() == b.isna(), np.inf).fillna(0.0)  # NaN on both sides: the same
     return Parity(rows=len(matched), missing=int((both["_merge"] != "both").sum()),
                   max_abs_diff=float(diff.max()) if len(diff) else float("nan"), tolerance=tolerance)
 
@@ -599,6 +627,10 @@ def http_rate(model_uri: str, frames: dict[int, pd.DataFrame], *, chunk_size: in
     return rates
 
 
+MEASURED: list[float] = []
+"""Every rate :func:`spark_rate` measured in this process (lab 15's check reads the timings back)."""
+
+
 def spark_rate(spark, model_uri: str, source, *, partitions: int | None = None, repeats: int = 2,
                arrow_batch_size: int | None = None) -> float:
     """Rows per second of a Spark job that reads ``source`` (a Spark DataFrame, e.g. ``spark.read.parquet``),
@@ -607,13 +639,19 @@ def spark_rate(spark, model_uri: str, source, *, partitions: int | None = None, 
     ``partitions`` repartitions the input; ``arrow_batch_size`` sets rows per Arrow batch for this
     measurement. One warm-up job first (the Python workers load the model).
     """
+    saved = spark.conf.get(ARROW_BATCH)
     if arrow_batch_size is not None:
         spark.conf.set(ARROW_BATCH, str(int(arrow_batch_size)))
-    rows = source.count()
-    scored = score(spark, model_uri, source, partitions=partitions)
-    job = lambda: scored.write.format("noop").mode("overwrite").save()  # noqa: E731
-    job()
-    return rows / _best(job, repeats)
+    try:
+        rows = source.count()
+        scored = score(spark, model_uri, source, partitions=partitions)
+        job = lambda: scored.write.format("noop").mode("overwrite").save()  # noqa: E731
+        job()
+        rate = rows / _best(job, repeats)
+        MEASURED.append(rate)
+        return rate
+    finally:
+        spark.conf.set(ARROW_BATCH, saved)  # for this measurement only
 
 
 def throughput(model_uri: str, frame: pd.DataFrame, sizes: Sequence[int] = (2_000, 20_000), *,
@@ -694,7 +732,7 @@ class Submitted:
         """The job's own ``error: ...`` line, if it refused or failed ("" when it succeeded). spark-submit
         passes the Python driver's stderr on through its stdout, so both are searched."""
         lines = [line for line in (self.stdout + "\n" + self.stderr).splitlines() if line.startswith("error: ")]
-        return lines[-1] if lines else ("" if self.returncode == 0 else self.stderr.strip()[-400:])
+        return lines[-1] if lines else ("" if self.returncode == 0 else (self.stdout + "\n" + self.stderr).strip()[-400:])
 
 
 def batch_job() -> Path:

@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         except AnalysisException as exc:
             print(f"error: cannot read the input {args.input}: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
             return 2
-        rows = data.count()
         scored = spark.score(session, args.model_uri, data, prediction=args.prediction_column,
-                             partitions=args.partitions)
-        spark.write_predictions(scored, args.output, partition_by=args.partition_by or None)
+                             partitions=args.partitions)  # the input checked first: no scoring task before
+        written = spark.write_predictions(scored, args.output, partition_by=args.partition_by or None)
+        rows = session.read.parquet(written).count()  # what was written, read back
         by = f", partitioned by {', '.join(args.partition_by)}" if args.partition_by else ""
         print(f"scored {rows} rows with {args.model_uri} on {session.sparkContext.master} -> {args.output}{by}")
         return 0

@@ -34,8 +34,11 @@ def test_an_untouched_namespace_fails_every_check_with_its_hint(check, words):
 
 
 @pytest.mark.unit
-def test_the_fastest_partition_count_must_come_from_the_timings():
+def test_the_fastest_partition_count_must_come_from_the_timings(monkeypatch):
     timings = {1: 5_000.0, 2: 9_000.0, 4: 8_700.0, 8: 7_900.0}
+    typed = checks.fastest_partitions({"timings": timings, "fastest": 2})
+    assert not typed.passed and "not typed in" in typed.detail  # spark_rate measured none of them
+    monkeypatch.setattr(spark, "MEASURED", list(timings.values()))
     assert checks.fastest_partitions({"timings": timings, "fastest": 2}).passed
     wrong = checks.fastest_partitions({"timings": timings, "fastest": 8})
     assert not wrong.passed and "your timings say 2 partitions were fastest" in wrong.detail

@@ -10,6 +10,7 @@ from __future__ import annotations
 import stat
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -95,6 +96,12 @@ def test_parity_matches_rows_by_id_and_counts_what_is_missing():
     short = spark.parity(left, right.head(2))
     assert short.missing == 1 and not short.equal
     assert spark.parity(left, pd.Series([0.5, 2.0, 1.0], index=[0, 1, 2])).identical
+    one_nan = spark.parity(left.assign(prediction=[1.0, np.nan, 2.0]), right)
+    assert not one_nan.equal and one_nan.max_abs_diff == np.inf  # a missing prediction never passes
+    assert spark.parity(left.assign(prediction=[1.0, np.nan, 2.0]), right.assign(prediction=[np.nan, 2.0, 1.0])).identical
+    doubled = pd.concat([left, left])
+    with pytest.raises(spark.SparkScoringError, match="repeat 3 row id"):
+        spark.parity(doubled, pd.concat([right, right]))
 
 
 # -- one session for the module --------------------------------------------------------------------
@@ -177,6 +184,9 @@ def test_bad_inputs_are_refused_before_scoring_with_what_is_wrong(store):
         with pytest.raises(spark.SparkScoringError, match=words):
             spark.score(session, credit, data)
     assert spark.score(session, credit, frame.assign(job=frame["job"].astype("int32"))).count() == 50  # int fits long
+    hours = spark.with_row_id(datasets.load_bikeshare()[training.BIKE_FEATURES].head(20))
+    with pytest.raises(spark.SparkScoringError, match="column 'temp' should be double but is bigint"):
+        spark.score(session, store["demand"], hours.assign(temp=(hours["temp"] * 100).astype("int64")))  # MLflow refuses it
     for uri, words in {"models:/no-such-model@champion": r"No registered model 'no-such-model'; registered models: \[",
                        "models:/credit-risk@gold": r"has no alias 'gold'; aliases: \{",
                        "runs:/0123456789abcdef/model": "no such model"}.items():
@@ -248,6 +258,11 @@ def test_stopping_the_session_leaves_no_jvm(ctx):
     from pyspark import SparkContext
 
     assert spark.java_children(), "a running session has its JVM as a child of this process"
-    ctx["handle"].stop()
+    spark.session("local[1]", "test-spark").stop()  # a handle that never started (a cell run twice): it
+    # stops the running session too, and pyspark's record of it, or no session could start again
     assert spark.java_children() == [] and SparkContext._gateway is None and SparkContext._active_spark_context is None
+    with spark.session("local[1]", "test-spark-again") as again:
+        assert again.range(3).count() == 3
+    assert spark.java_children() == []
     ctx["handle"].stop()  # stopping twice is harmless
+    assert spark.java_children() == []

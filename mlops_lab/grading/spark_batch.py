@@ -143,6 +143,8 @@ def parity_proved(ns: dict) -> None:
     "partitions=n) for n in (1, 2, 4, 8)}` (rows per second), then `fastest = max(timings, key=timings.get)`.",
 )
 def fastest_partitions(ns: dict) -> None:
+    from mlops_lab import spark
+
     timings, fastest = ns.get("timings"), ns.get("fastest")
     assert isinstance(timings, dict) and timings, "define `timings`: {partitions: rows per second}"
     counts = sorted(timings)
@@ -152,6 +154,8 @@ def fastest_partitions(ns: dict) -> None:
     rates = list(timings.values())
     assert all(isinstance(r, (int, float)) and math.isfinite(r) and 0 < r < 10_000_000 for r in rates), (
         f"the values should be rows per second (positive numbers, as spark.spark_rate returns): {rates}")
+    assert all(any(r == m for m in spark.MEASURED) for r in rates), (
+        "the values of `timings` should be what `spark.spark_rate` measured in this session, not typed in")
     assert fastest == max(timings, key=timings.get), (
         f"`fastest` is {fastest!r}, but your timings say {max(timings, key=timings.get)} partitions were fastest")
 
