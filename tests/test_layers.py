@@ -16,7 +16,7 @@ LAYERS = {
     "release": ["packaging", "registry", "environments", "auth", "access", "promotion", "projects"],
     "serve": ["serving", "gateway", "loadtest", "deployment"],
     "operate": ["monitoring", "delivery", "pipeline"],
-    "frontier": ["spark", "custom_models"],
+    "frontier": ["spark", "custom_models", "scaling"],
     "course": ["prerequisites", "runner", "labs", "grading", "cli"],
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}

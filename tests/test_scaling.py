@@ -1,0 +1,109 @@
+"""The HPA rule on hand-built load traces: proposal, tolerance, stabilisation, rate limits, bad metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from mlops_lab import scaling
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_proposal_is_the_hpa_formula():
+    scaler = scaling.Autoscaler(scaling.Policy(target=10, max_replicas=20))
+    decision = scaler.decide(0, 4, 25.0)  # 4 replicas at 25 per replica, target 10: ceil(10) = 10
+    assert decision.proposal == 10 and decision.ratio == 2.5
+    assert decision.desired == 8  # but the scale-up rate allows +4 or +100 % per 15 s: 8
+    assert "ceil(4 x 25 / 10) = 10" in decision.reason and "limited to 8 by the scale-up rate" in decision.reason
+    assert scaler.decide(15, 8, 12.5).desired == 10  # a period later, the rest
+
+
+def test_a_ratio_within_the_tolerance_changes_nothing_and_one_beyond_it_does():
+    policy = scaling.Policy(target=10, max_replicas=10)
+    assert scaling.Autoscaler(policy).decide(0, 3, 10.9).desired == 3
+    assert "within the 10% tolerance" in scaling.Autoscaler(policy).decide(0, 3, 9.1).reason
+    assert scaling.Autoscaler(policy).decide(0, 3, 11.1).desired == 4  # ceil(3.33)
+
+
+def test_a_short_dip_does_not_remove_replicas_inside_the_scale_down_window():
+    scaler = scaling.Autoscaler(scaling.Policy(target=10, max_replicas=8, scale_down_window_s=60))
+    assert scaler.decide(0, 2, 20.0).desired == 4
+    dip = scaler.decide(15, 4, 2.0)  # proposes 1, but 4 was proposed 15 s ago
+    assert dip.proposal == 1 and dip.desired == 4 and "held at 4 by the scale-down window" in dip.reason
+    assert scaler.decide(45, 4, 2.0).desired == 4
+    later = scaler.decide(61, 4, 2.0)  # the proposal of 4 is older than 60 s now
+    assert later.desired == 1 and later.change == -3
+
+
+def test_a_scale_up_window_waits_for_a_sustained_rise():
+    scaler = scaling.Autoscaler(scaling.Policy(target=10, max_replicas=8, scale_up_window_s=30, scale_down_window_s=0))
+    assert scaler.decide(0, 2, 10.0).desired == 2
+    spike = scaler.decide(15, 2, 30.0)  # the lowest proposal of the last 30 s is still 2
+    assert spike.proposal == 6 and spike.desired == 2 and "scale-up window" in spike.reason
+    assert scaler.decide(31, 2, 30.0).desired == 6  # only the two high proposals are left in the window
+
+
+def test_limits_bound_every_decision():
+    scaler = scaling.Autoscaler(scaling.Policy(target=10, min_replicas=2, max_replicas=5, scale_down_window_s=0))
+    assert scaler.decide(0, 2, 1000.0).desired == 5
+    assert scaler.decide(15, 5, 0.0).desired == 2
+
+
+def test_the_scale_down_rate_limits_falls_per_period():
+    scaler = scaling.Autoscaler(scaling.Policy(target=10, max_replicas=10, scale_down_window_s=0,
+                                               scale_down_percent=50))
+    first = scaler.decide(0, 8, 1.0)
+    assert first.desired == 4 and "scale-down rate" in first.reason
+    assert scaler.decide(5, 4, 2.0).desired == 4  # within the same 15 s: the 50 % are spent
+    assert scaler.decide(16, 4, 2.0).desired == 2
+
+
+@pytest.mark.parametrize("metric", [None, float("nan"), float("inf"), -1.0, "12"])
+def test_a_missing_or_unusable_metric_makes_no_decision(metric):
+    scaler = scaling.Autoscaler(scaling.Policy(target=10, max_replicas=8))
+    decision = scaler.decide(0, 3, metric)
+    assert decision.desired == 3 and decision.proposal is None and "no scaling decision" in decision.reason
+    assert scaler.proposals == []  # nothing recorded to stabilise on later
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"target": 10, "min_replicas": 5, "max_replicas": 2}, "min_replicas (5) is above max_replicas (2)"),
+    ({"target": 0}, "target must be a positive number"),
+    ({"target": float("nan")}, "target must be a positive number"),
+    ({"target": 10, "min_replicas": 0}, "min_replicas must be a whole number of at least 1"),
+    ({"target": 10, "tolerance": 1.5}, "tolerance must be from 0 to below 1"),
+    ({"target": 10, "scale_down_window_s": -5}, "scale_down_window_s cannot be negative"),
+    ({"target": 10, "scale_down_percent": 150}, "scale_down_percent must be above 0 and at most 100"),
+])
+def test_limits_that_contradict_each_other_are_refused(settings, words):
+    with pytest.raises(scaling.ScalingPolicyError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        scaling.Policy(**settings)
+
+
+def test_time_going_backwards_and_zero_replicas_are_refused():
+    scaler = scaling.Autoscaler(scaling.Policy(target=10))
+    scaler.decide(30, 1, 5.0)
+    with pytest.raises(ValueError, match="time went backwards"):
+        scaler.decide(15, 1, 5.0)
+    with pytest.raises(ValueError, match="at least 1"):
+        scaler.decide(45, 0, 5.0)
+
+
+def test_a_day_shaped_trace_scales_up_with_the_morning_and_down_after_the_window():
+    hours = pd.DataFrame({"time_s": [15 * i for i in range(40)],
+                          "load": [5] * 8 + [80] * 12 + [5] * 20})  # quiet, a rush, quiet again
+    out = scaling.replay(scaling.Policy(target=10, max_replicas=6, scale_down_window_s=120), hours)
+    assert list(out.columns[:3]) == ["time_s", "load", "current"]
+    assert out["desired"].iloc[:8].eq(1).all()
+    assert out["desired"].iloc[8] == 5 and "scale-up rate" in out["reason"].iloc[8]  # 80 wants 8: +4 at once
+    assert out["desired"].iloc[9:20].eq(6).all()  # then max_replicas
+    held = out["desired"].iloc[20:28]
+    assert held.eq(6).all() and out["desired"].iloc[28] == 1  # 120 s of stabilisation: eight syncs held
+    assert out["desired"].iloc[-1] == 1
+    assert math.isnan(scaling.replay(scaling.Policy(target=10), pd.DataFrame(
+        {"time_s": [0, 15], "load": [5.0, float("nan")]}))["metric"].iloc[1])
+    with pytest.raises(ValueError, match="lacks the column"):
+        scaling.replay(scaling.Policy(target=10), hours.rename(columns={"load": "rps"}))
