@@ -206,3 +206,71 @@ def replay(policy: Policy, trace: pd.DataFrame, *, start_replicas: int | None = 
     out = scaler.table()
     out.insert(1, load, list(trace[load]))
     return out
+
+
+# -- the same policy as Kubernetes objects ------------------------------------------------------------
+
+METRIC = "mlops_requests_per_second"
+"""The per-pod metric the HorizontalPodAutoscaler reads (served to it by a metrics adapter, e.g.
+prometheus-adapter over the router's request counter)."""
+
+
+def manifests(policy: Policy, *, name: str, model_uri: str, artifact_uri: str, namespace: str = "mlops",
+              image: str = "ghcr.io/example/credit-model:latest", metric: str = METRIC) -> list[dict]:
+    """The Deployment, Service and HorizontalPodAutoscaler that apply ``policy`` on a cluster, and a
+    KServe InferenceService that says the same with Knative's autoscaling annotations.
+
+    The Deployment and Service are lesson 12's (``mlflow models serve`` in a container, probes,
+    resources); the HPA (``autoscaling/v2``) targets the Deployment with ``metric`` per pod at
+    ``policy.target`` (an ``AverageValue``), ``min/maxReplicas``, and ``behavior`` with the policy's
+    stabilisation windows and rate limits. The tolerance is the cluster's
+    (``--horizontal-pod-autoscaler-tolerance``, 0.1 by default; a per-HPA ``tolerance`` needs the
+    HPAConfigurableTolerance feature gate). KServe scales on requests per second per replica
+    (``autoscaling.knative.dev/metric: rps``, ``target``) between its ``min/maxReplicas``, and waits
+    ``scale-down-delay`` before removing one, Knative's counterpart of the scale-down window.
+    ``artifact_uri`` is where the model's files are (KServe fetches files, not ``models:/`` URIs).
+    Check them with :func:`mlops_lab.deployment.manifests.validate`."""
+    from mlops_lab.deployment import manifests as k8s
+
+    spec = {"name": name, "strategy": "single",  # the URL is the laptop's; render keeps only the model
+            "variants": {"stable": {"model_uri": model_uri, "urls": ["http://127.0.0.1:8080"]}}}
+    rendered = k8s.render(spec, namespace=namespace, image=image, replicas=policy.min_replicas,
+                          artifact_uris={"stable": artifact_uri})
+    keep = [o for o in rendered if o["kind"] in ("Deployment", "InferenceService")
+            or (o["kind"] == "Service" and o["metadata"]["labels"].get("mlops-lab/variant"))]
+    deployment = next(o for o in keep if o["kind"] == "Deployment")
+    deployment["spec"].pop("replicas")  # the HPA owns the count: a re-apply must not reset it
+    hpa = {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": deployment["metadata"]["name"], "namespace": namespace,
+                     "labels": dict(deployment["metadata"]["labels"])},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]},
+            "minReplicas": policy.min_replicas, "maxReplicas": policy.max_replicas,
+            "metrics": [{"type": "Pods", "pods": {"metric": {"name": metric},
+                                                  "target": {"type": "AverageValue", "averageValue": _quantity(policy.target)}}}],
+            "behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": int(policy.scale_up_window_s), "selectPolicy": "Max",
+                            "policies": [{"type": "Pods", "value": policy.scale_up_pods, "periodSeconds": int(policy.period_s)},
+                                         {"type": "Percent", "value": int(policy.scale_up_percent),
+                                          "periodSeconds": int(policy.period_s)}]},
+                "scaleDown": {"stabilizationWindowSeconds": int(policy.scale_down_window_s), "selectPolicy": "Max",
+                              "policies": [{"type": "Percent", "value": int(policy.scale_down_percent),
+                                            "periodSeconds": int(policy.period_s)}]},
+            },
+        },
+    }
+    isvc = next(o for o in keep if o["kind"] == "InferenceService")
+    isvc["spec"]["predictor"].update(minReplicas=policy.min_replicas, maxReplicas=policy.max_replicas)
+    isvc["metadata"].setdefault("annotations", {}).update({
+        "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
+        "autoscaling.knative.dev/metric": "rps",
+        "autoscaling.knative.dev/target": _quantity(policy.target),
+        "autoscaling.knative.dev/scale-down-delay": f"{int(policy.scale_down_window_s)}s",
+    })
+    return [o for o in keep if o["kind"] != "InferenceService"] + [hpa, isvc]
+
+
+def _quantity(value: float) -> str:
+    """A Kubernetes quantity: whole numbers as they are, fractions in milli-units (``2.5`` -> ``2500m``)."""
+    return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"

@@ -107,3 +107,29 @@ def test_a_day_shaped_trace_scales_up_with_the_morning_and_down_after_the_window
         {"time_s": [0, 15], "load": [5.0, float("nan")]}))["metric"].iloc[1])
     with pytest.raises(ValueError, match="lacks the column"):
         scaling.replay(scaling.Policy(target=10), hours.rename(columns={"load": "rps"}))
+
+
+def test_the_policy_as_kubernetes_objects_is_valid_and_says_the_same():
+    from mlops_lab.deployment import manifests
+
+    policy = scaling.Policy(target=2.5, min_replicas=1, max_replicas=4, scale_down_window_s=60, scale_up_pods=2)
+    objects = scaling.manifests(policy, name="credit-risk", model_uri="models:/credit-risk/1",
+                                artifact_uri="s3://models/credit-risk/1")
+    assert [o["kind"] for o in objects] == ["Deployment", "Service", "HorizontalPodAutoscaler", "InferenceService"]
+    checked = manifests.validate(objects)
+    assert checked["ok"].all(), checked.to_dict("records")
+    assert "Kubernetes 1.33 schema" in checked.set_index("kind").loc["HorizontalPodAutoscaler", "validated_against"]
+    deployment, _, hpa, isvc = objects
+    assert "replicas" not in deployment["spec"]  # the HPA owns the count
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    assert hpa["spec"]["metrics"][0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "2500m"}
+    behavior = hpa["spec"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 60 and behavior["scaleUp"]["policies"][0]["value"] == 2
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["autoscaling.knative.dev/metric"] == "rps" and annotations["autoscaling.knative.dev/target"] == "2500m"
+    assert annotations["autoscaling.knative.dev/scale-down-delay"] == "60s"
+    assert (isvc["spec"]["predictor"]["minReplicas"], isvc["spec"]["predictor"]["maxReplicas"]) == (1, 4)
+    hpa["spec"]["behavior"]["scaleUp"]["stabilisationWindow"] = 30  # a misspelt field, as kubectl would see it
+    broken = manifests.validate(objects).set_index("kind").loc["HorizontalPodAutoscaler"]
+    assert not broken["ok"] and "stabilisationWindow" in broken["message"]

@@ -129,7 +129,7 @@ CRDS: dict[tuple[str, str], dict[str, str]] = {
         "path": "manifests/charts/base/files/crd-all.gen.yaml", "commit": "0983e6b3f96877fe1e8ecb2e16d1be77360cd2da"},
 }
 """The custom resources :func:`render` writes, and the published CRD each one's schema comes from."""
-CORE_KINDS = {("apps/v1", "Deployment"), ("v1", "Service")}
+CORE_KINDS = {("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler")}
 """Kinds checked against Kubernetes' own schema (kubernetes-validate)."""
 
 _DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
