@@ -49,7 +49,7 @@ course-full: setup
 	$(BIN)/mlops-lab course --full $(if $(ONLY),--only $(ONLY))
 
 test: setup
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)

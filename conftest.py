@@ -39,10 +39,35 @@ def _is_nbval(item: pytest.Item) -> bool:
     return isinstance(item, IPyNbCell)
 
 
+JAVA_REQUIRE_ENV = "MLOPS_LAB_REQUIRE_JAVA"
+_NEEDS_JAVA = ("notebooks/15_batch_inference_on_spark.ipynb", "tests/test_spark.py", "tests/test_lab15_checks.py",
+               "tests/test_labs.py::", "tests/test_benchmarks.py::test_spark_benchmark")
+
+
+def _needs_java(item: pytest.Item) -> bool:
+    """Spark's tests, lesson 15 and lab 15 (pure unit tests with a fake ``java`` do not need one)."""
+    node = item.nodeid
+    if not node.startswith(_NEEDS_JAVA):
+        return False
+    if node.startswith("tests/test_labs.py::"):
+        return "15_spark_batch_inference" in node
+    return _is_nbval(item) or item.get_closest_marker("unit") is None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _is_nbval(item):
             item.add_marker(pytest.mark.notebooks)
+    spark_items = [item for item in items if _needs_java(item)]
+    if spark_items and os.environ.get(JAVA_REQUIRE_ENV, "").strip().lower() not in ("1", "true", "yes"):
+        from mlops_lab import spark
+
+        try:
+            spark.check_java()
+        except spark.SparkSetupError as error:  # skipped here, required in CI (.ci/run sets the variable)
+            skip = pytest.mark.skip(reason=f"Java 17+ not available: {error} ({JAVA_REQUIRE_ENV}=1 makes this a failure)")
+            for item in spark_items:
+                item.add_marker(skip)
 
 
 @pytest.hookimpl(tryfirst=True)
