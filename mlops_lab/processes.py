@@ -70,8 +70,37 @@ def write_state(path: Path, state: dict, *, remove_empty: bool = False) -> None:
     os.replace(tmp, path)
 
 
+PORT_RANGE = (20000, 32767)
+"""Where :func:`free_port` picks: below the ephemeral range (Linux 32768-60999, macOS 49152-65535),
+from which the OS hands out ports to outgoing connections and to servers that bind port 0 (a Spark
+JVM, py4j). A port the OS chose could be handed to one of them between our check and our server's
+bind; one from this range cannot."""
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port on ``host`` that nothing is listening on right now (chosen by the OS)."""
+    """A TCP port on ``host`` that nothing is listening on right now, outside the ephemeral range.
+
+    Picked at random from :data:`PORT_RANGE` (below the OS's ephemeral ports, see there) and checked
+    by binding it; if that range is full, or overlaps the ephemeral one, the OS chooses."""
+    import random
+
+    low, high = PORT_RANGE[0], min(PORT_RANGE[1], _ephemeral_low() - 1)
+    draw = random.SystemRandom()  # not the seeded global generator: two notebooks must not pick alike
+    for _ in range(50 if high > low else 0):
+        port = draw.randint(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]

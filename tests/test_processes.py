@@ -46,6 +46,15 @@ def server(tmp_path, port, ignore_term=False, **kwargs):
     )
 
 
+def test_free_ports_come_from_below_the_ephemeral_range():
+    """Ports the OS hands to outgoing connections and to a Spark JVM (port 0) never collide with ours."""
+    from mlops_lab import processes
+
+    ports = {free_port() for _ in range(20)}
+    low, high = processes.PORT_RANGE
+    assert all(low <= p <= min(high, processes._ephemeral_low() - 1) for p in ports) and len(ports) > 1
+
+
 def test_free_port_is_bindable():
     port = free_port()
     assert not port_in_use(port)
