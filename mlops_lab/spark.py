@@ -361,11 +361,9 @@ def _as_spark(spark, data):
     if isinstance(data, pd.DataFrame):
         if data.empty:
             raise SparkScoringError("The input has no rows: nothing to score (no output is written).")
-        frame = data.copy()
-        for column in frame.columns:
-            if isinstance(frame[column].dtype, pd.CategoricalDtype):
-                frame[column] = frame[column].astype(str)
-        return spark.createDataFrame(frame)
+        from mlops_lab import training
+
+        return spark.createDataFrame(training.model_input(data))
     return data
 
 
@@ -565,10 +563,9 @@ def with_row_id(frame: pd.DataFrame, id_column: str = ROW_ID) -> pd.DataFrame:
 def read_predictions(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Partitioned Parquet written by :func:`write_predictions`, read back with pandas (sorted by row id
     when there is one); partition columns come back as columns."""
-    frame = pd.read_parquet(path, columns=list(columns) if columns else None)
-    for column in frame.columns:
-        if isinstance(frame[column].dtype, pd.CategoricalDtype):
-            frame[column] = frame[column].astype(str)
+    from mlops_lab import training
+
+    frame = training.model_input(pd.read_parquet(path, columns=list(columns) if columns else None))
     if ROW_ID in frame.columns:
         frame = frame.sort_values(ROW_ID, kind="stable").reset_index(drop=True)
     return frame
@@ -667,7 +664,7 @@ def throughput(model_uri: str, frame: pd.DataFrame, sizes: Sequence[int] = (2_00
     warm-up. Returns ``rows, method, rows_per_s, vs_pandas``. Needs no running session (it starts
     and stops its own).
     """
-    from mlops_lab import config
+    from mlops_lab import config, training
 
     folder = config.workspace() / "spark" / "throughput"
     folder.mkdir(parents=True, exist_ok=True)
@@ -675,11 +672,7 @@ def throughput(model_uri: str, frame: pd.DataFrame, sizes: Sequence[int] = (2_00
     files = {}
     for size, part in frames.items():
         files[size] = folder / f"input-{size}.parquet"
-        with_strings = part.copy()
-        for column in with_strings.columns:
-            if isinstance(with_strings[column].dtype, pd.CategoricalDtype):
-                with_strings[column] = with_strings[column].astype(str)
-        with_strings.to_parquet(files[size], index=False)
+        training.model_input(part).to_parquet(files[size], index=False)
     rows = [{"rows": size, "method": "pandas (pyfunc)", "rows_per_s": pandas_rate(model_uri, part, repeats=repeats)}
             for size, part in frames.items()]
     if http:
