@@ -531,6 +531,7 @@ def find_capacity(
     start_rate: float = 20,
     factor: float = 1.5,
     max_rate: float = 5000,
+    min_rate: float = 1.0,
     duration: float = 3.0,
     max_error_rate: float = 0.01,
     pause: float = 0.5,
@@ -538,10 +539,13 @@ def find_capacity(
 ) -> tuple[float | None, pd.DataFrame]:
     """Raise the rate geometrically (``start_rate``, ``*factor``, ...) until a step breaks the SLO.
 
-    Stops at the first failing step or after the step at ``max_rate``. Returns ``(capacity, table)``
-    where ``table`` is a :func:`step_load`-style table of the steps run and ``capacity`` is
-    :func:`capacity` of it (None if even ``start_rate`` fails; equal to ``max_rate`` if nothing
-    failed, which means the real capacity is higher). ``kw`` goes to :func:`run_open_loop`.
+    Stops at the first failing step or after the step at ``max_rate``. If ``start_rate`` itself
+    fails (a guess too high, or a machine busier than expected), the search walks down instead
+    (``start_rate / factor``, ...) until a step passes or the rate would drop below ``min_rate``.
+    Returns ``(capacity, table)`` where ``table`` is a :func:`step_load`-style table of the steps
+    run, in increasing rate, and ``capacity`` is :func:`capacity` of it (None if even the lowest
+    rate tried fails; equal to ``max_rate`` if nothing failed, which means the real capacity is
+    higher). ``kw`` goes to :func:`run_open_loop`.
     """
     _check_target(target)
     _check_positive("slo_p99_ms", slo_p99_ms)
@@ -550,21 +554,34 @@ def find_capacity(
     _check_positive("duration", duration)
     if not (isinstance(factor, numbers.Real) and factor > 1):
         raise ValueError(f"factor must be > 1 so that the rate grows, got {factor!r}.")
+    min_rate = _check_positive("min_rate", min_rate)
     if max_rate < rate:
         raise ValueError(f"max_rate ({max_rate:g}) must be >= start_rate ({rate:g}).")
+    if min_rate > rate:
+        raise ValueError(f"min_rate ({min_rate:g}) must be <= start_rate ({rate:g}).")
     rows, results = [], []
-    while True:
+
+    def step(at: float) -> bool:
         if rows and pause:
             time.sleep(pause)
-        result = run_open_loop(target, rate, duration, **kw)
-        row = _summary_row(rate, result)
-        rows.append(row)
+        result = run_open_loop(target, at, duration, **kw)
+        rows.append(_summary_row(at, result))
         results.append(result)
-        if not _passes(row, slo_p99_ms, max_error_rate) or rate >= max_rate:
-            break
-        rate = min(rate * factor, max_rate)
-    table = pd.DataFrame(rows)
-    table.attrs["results"] = results
+        return _passes(rows[-1], slo_p99_ms, max_error_rate)
+
+    if step(rate):
+        while rate < max_rate:
+            rate = min(rate * factor, max_rate)
+            if not step(rate):
+                break
+    else:
+        while rate / factor >= min_rate:
+            rate /= factor
+            if step(rate):
+                break
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["rate"])
+    table = pd.DataFrame([rows[i] for i in order]).reset_index(drop=True)
+    table.attrs["results"] = [results[i] for i in order]
     return capacity(table, slo_p99_ms, max_error_rate), table
 
 

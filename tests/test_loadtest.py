@@ -311,6 +311,15 @@ def test_find_capacity_stops_when_the_slo_breaks(server):
     assert table["p99_ms"].iloc[-1] > 100
 
 
+def test_find_capacity_walks_down_when_the_start_rate_fails(server):
+    server.configure(service_time=0.02)  # about 50 requests/s
+    found, table = find_capacity(target(server), slo_p99_ms=100, start_rate=160, factor=2, min_rate=10,
+                                 duration=1.0, pause=0.2)
+    assert list(table["rate"]) == [40.0, 80.0, 160.0]  # 160 and 80 fail, 40 passes: rates in order
+    assert found == 40.0
+    assert len(table.attrs["results"]) == 3 and table.attrs["results"][0].rate == 40.0
+
+
 # -- 5: stress and recovery ----------------------------------------------------------------------
 def test_stress_fails_then_recovers(server):
     server.configure(service_time=0.01)  # one at a time, 10 ms each: capacity about 100 requests/s
@@ -461,6 +470,8 @@ def test_bad_arguments_are_rejected():
         find_capacity(t, slo_p99_ms=100, factor=1.0)
     with pytest.raises(ValueError, match="max_rate"):
         find_capacity(t, slo_p99_ms=100, start_rate=100, max_rate=50)
+    with pytest.raises(ValueError, match="min_rate"):
+        find_capacity(t, slo_p99_ms=100, start_rate=10, min_rate=20)
     with pytest.raises(ValueError, match="recovery_rate"):
         stress(t, rate=10, duration=1, recovery_rate=0, recovery_duration=1, slo_p99_ms=100)
     with pytest.raises(ValueError, match="window"):
