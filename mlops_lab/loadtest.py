@@ -14,7 +14,7 @@ this course, so this module does the same thing with asyncio + aiohttp:
 
 :func:`run_closed_loop` exists to show the difference. On top of these: a rate sweep
 (:func:`step_load`, :func:`capacity`, :func:`find_capacity`), an overload-and-recovery scenario
-(:func:`stress`), a release gate (:func:`gate`, :func:`log_gate`) and three figures.
+(:func:`stress`), a load that changes over time (:func:`run_phases`), a release gate (:func:`gate`, :func:`log_gate`) and three figures.
 
     target = Target.json("http://127.0.0.1:5001/invocations", {"dataframe_records": [row]})
     result = run_open_loop(target, rate=200, duration=10)
@@ -442,6 +442,30 @@ def run_open_loop(
     timeout = _check_positive("timeout", timeout)
     max_connections = _check_count("max_connections", max_connections)
     return _run_schedule(target, _schedule([(rate, duration)]), duration, rate, timeout, max_connections)
+
+
+def run_phases(
+    target: Target, phases: Sequence[tuple[float, float]], *, timeout: float = 5.0, max_connections: int = 256
+) -> LoadResult:
+    """Open loop over consecutive ``(rate, duration)`` phases: a load that changes over time.
+
+    One schedule covers every phase (a queue built in one phase carries into the next), request
+    ``i`` of a phase due at ``i / rate`` seconds into it. ``result.rate`` is the mean rate over the
+    whole run; :func:`timeline` shows it window by window. Lesson 20 replays a day of Bikeshare
+    traffic this way.
+    """
+    _check_target(target)
+    phases = [(float(r), float(d)) for r, d in phases]
+    if not phases:
+        raise ValueError("phases must list at least one (rate, duration) pair.")
+    for rate, duration in phases:
+        _check_positive("each phase's rate", rate)
+        _check_positive("each phase's duration", duration)
+    timeout = _check_positive("timeout", timeout)
+    max_connections = _check_count("max_connections", max_connections)
+    schedule = _schedule(phases)
+    total = sum(d for _, d in phases)
+    return _run_schedule(target, schedule, total, len(schedule) / total, timeout, max_connections)
 
 
 def run_closed_loop(target: Target, concurrency: int, duration: float, *, timeout: float = 5.0) -> LoadResult:

@@ -30,9 +30,17 @@ and says which step decided each time.
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from mlops_lab.processes import ManagedProcess
 
 
 class ScalingPolicyError(ValueError):
@@ -274,3 +282,365 @@ def manifests(policy: Policy, *, name: str, model_uri: str, artifact_uri: str, n
 def _quantity(value: float) -> str:
     """A Kubernetes quantity: whole numbers as they are, fractions in milli-units (``2.5`` -> ``2500m``)."""
     return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
+
+
+# -- a day of traffic ------------------------------------------------------------------------------
+
+def day_traffic(bikes: pd.DataFrame, day: str, *, peak_rps: float, low_rps: float = 1.0,
+                seconds_per_hour: float = 4.0) -> pd.DataFrame:
+    """One day of Bikeshare rentals as a request rate: each hour's riders scaled so that the busiest
+    hour sends ``peak_rps`` (and no hour fewer than ``low_rps``), an hour lasting ``seconds_per_hour``.
+
+    One row per hour: ``hour``, ``bikers``, ``start_s`` (from the start of the day), ``duration_s``
+    and ``rate`` (requests per second). Feed ``phases(table)`` to :func:`mlops_lab.loadtest.run_phases`.
+    A day not in the data, or one with hours missing (the dataset lacks a few), is refused.
+    """
+    if not (peak_rps > 0 and low_rps > 0 and seconds_per_hour > 0):
+        raise ValueError(f"peak_rps, low_rps and seconds_per_hour must be positive, not {peak_rps!r}, "
+                         f"{low_rps!r}, {seconds_per_hour!r}")
+    if low_rps > peak_rps:
+        raise ValueError(f"low_rps ({low_rps:g}) is above peak_rps ({peak_rps:g})")
+    stamps = pd.to_datetime(bikes["timestamp"])
+    rows = bikes[stamps.dt.normalize() == pd.Timestamp(day)]
+    if rows.empty:
+        raise ValueError(f"no Bikeshare hours on {day}; the data covers {stamps.min():%Y-%m-%d} to "
+                         f"{stamps.max():%Y-%m-%d}")
+    hours = sorted(int(h) for h in pd.to_datetime(rows["timestamp"]).dt.hour)
+    missing = sorted(set(range(24)) - set(hours))
+    if missing:
+        raise ValueError(f"{day} lacks the hour(s) {missing} in the Bikeshare data; pick a complete day")
+    table = pd.DataFrame({"hour": hours, "bikers": rows.sort_values("timestamp")["bikers"].to_numpy()})
+    table["start_s"] = table["hour"] * float(seconds_per_hour)
+    table["duration_s"] = float(seconds_per_hour)
+    table["rate"] = (table["bikers"] / table["bikers"].max() * peak_rps).clip(lower=low_rps).round(2)
+    return table
+
+
+def phases(table: pd.DataFrame) -> list[tuple[float, float]]:
+    """The ``(rate, duration)`` pairs of a :func:`day_traffic` table, for ``loadtest.run_phases``."""
+    return list(zip(table["rate"].astype(float), table["duration_s"].astype(float)))
+
+
+# -- live replicas behind the router ------------------------------------------------------------------
+
+class ReplicaSet:
+    """The replicas of one router variant, grown and shrunk like a Deployment's pods.
+
+    ``start()`` makes a stopped model server (e.g. ``lambda: serving.model_server(uri)``). Growing
+    starts servers in the background; each joins the router (health-checked by it) once ready, so
+    a new replica takes its real start-up time to serve, as a new pod does. Shrinking drains the
+    newest replica (the router sends it nothing new, waits for what is in flight) and only then
+    stops it. ``desired`` counts the replicas asked for (serving + starting), the number the
+    autoscaler decides on, like a Deployment's ``spec.replicas``. Every change is in :attr:`events`.
+    Use it as a context manager: on exit, nothing it started is left running.
+    """
+
+    def __init__(self, router_url: str, variant: str, start: Callable[[], "ManagedProcess"], *,
+                 drain_timeout_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.router_url, self.variant, self._start = router_url, variant, start
+        self.drain_timeout_s = drain_timeout_s
+        self._clock, self._t0 = clock, clock()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="replica")
+        self._jobs: list[Future] = []
+        self.serving: list = []
+        self.starting = 0
+        self._cancel = 0  # starts to undo as soon as they finish (scaled down while starting)
+        self.events: list[dict] = []
+
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def desired(self) -> int:
+        with self._lock:
+            return len(self.serving) + self.starting - self._cancel
+
+    @property
+    def ready(self) -> int:
+        with self._lock:
+            return len(self.serving)
+
+    def _event(self, action: str, url: str = "", **detail) -> None:
+        self.events.append({"time_s": round(self._clock() - self._t0, 3), "action": action, "url": url, **detail})
+
+    def adopt(self, server) -> None:
+        """Count a server that already serves in the router (the variant's first replica)."""
+        with self._lock:
+            self.serving.append(server)
+        self._event("adopted", server.url)
+
+    # -- changes ----------------------------------------------------------------------------------
+    def scale_to(self, n: int) -> None:
+        """Ask for ``n`` replicas (at least 1); returns at once, the work happens in the background."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"replicas must be a whole number of at least 1, not {n!r}")
+        with self._lock:
+            have = len(self.serving) + self.starting - self._cancel
+            if n > have:
+                undo = min(self._cancel, n - have)
+                self._cancel -= undo
+                for _ in range(n - have - undo):
+                    self.starting += 1
+                    self._jobs.append(self._pool.submit(self._grow))
+            elif n < have:
+                drop = have - n
+                cancel = min(drop, self.starting - self._cancel)
+                self._cancel += cancel
+                for _ in range(drop - cancel):
+                    server = self.serving.pop()  # the newest first
+                    self._jobs.append(self._pool.submit(self._shrink, server))
+
+    def _grow(self) -> None:
+        from mlops_lab.deployment import RouterClient
+
+        started = self._clock()
+        server = self._start()
+        try:
+            if not server.running:
+                server.start()
+            with RouterClient(self.router_url, timeout=30) as client:
+                client.add_replica(self.variant, server.url)
+        except Exception as error:  # noqa: BLE001 (recorded; the autoscaler sees the replica missing)
+            server.stop()
+            with self._lock:
+                self.starting -= 1
+            self._event("failed", getattr(server, "url", ""), error=str(error)[:300])
+            return
+        with self._lock:
+            self.starting -= 1
+            cancelled = self._cancel > 0
+            if cancelled:
+                self._cancel -= 1
+            else:
+                self.serving.append(server)
+        self._event("ready", server.url, start_up_s=round(self._clock() - started, 2))
+        if cancelled:
+            self._shrink(server)
+
+    def _shrink(self, server) -> None:
+        from mlops_lab.deployment import RouterClient
+
+        try:
+            with RouterClient(self.router_url, timeout=self.drain_timeout_s + 30) as client:
+                answer = client.remove_replica(self.variant, server.url, drain_timeout_s=self.drain_timeout_s)
+            drained = answer.get("drained")
+        except Exception as error:  # noqa: BLE001 (stop it anyway: nothing may be left running)
+            drained = f"not removed cleanly: {str(error)[:200]}"
+        server.stop()
+        self._event("stopped", server.url, drained=drained)
+
+    def wait(self, timeout: float = 120.0) -> None:
+        """Wait for every start and stop asked for so far."""
+        for job in list(self._jobs):
+            job.result(timeout=timeout)
+
+    def close(self) -> None:
+        """Finish pending work, then stop every replica this set holds (the router's list is left as is)."""
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+            with self._lock:
+                servers, self.serving = self.serving, []
+            for server in servers:
+                server.stop()
+
+    def __enter__(self) -> "ReplicaSet":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def request_count(metrics_text: str, variant: str) -> float:
+    """Answers of ``variant`` so far, from the router's Prometheus exposition (every status code)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return float(sum(sample.value for family in text_string_to_metric_families(metrics_text)
+                     for sample in family.samples
+                     if sample.name == "mlops_router_requests_total" and sample.labels.get("variant") == variant))
+
+
+class Controller:
+    """The HPA's control loop over a live router: every ``sync_s`` seconds it reads the variant's
+    request rate from the router's ``/metrics`` (what prometheus-adapter serves the HPA as
+    ``rate(mlops_router_requests_total[...])``), divides by the replicas asked for, lets the
+    :class:`Autoscaler` decide, and scales the :class:`ReplicaSet`. Runs in a thread between
+    ``start()`` and ``stop()`` (or as a context manager); :meth:`table` has one row per sync, its
+    times in seconds from ``start()`` (start the load right after it to share the clock).
+    """
+
+    def __init__(self, replicas: ReplicaSet, policy: Policy, *, sync_s: float = 1.0) -> None:
+        if not sync_s > 0:
+            raise ValueError(f"sync_s must be positive, not {sync_s!r}")
+        self.replicas, self.sync_s = replicas, float(sync_s)
+        self.autoscaler = Autoscaler(policy)
+        self.rows: list[dict] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self, session) -> float | None:
+        try:
+            answer = session.get(self.replicas.router_url + "/metrics", timeout=5)
+            answer.raise_for_status()
+            return request_count(answer.text, self.replicas.variant)
+        except Exception as error:  # noqa: BLE001 (a missed scrape is a missing metric: no decision)
+            self.errors.append(str(error)[:200])
+            return None
+
+    def _run(self) -> None:
+        import requests
+
+        clock, t0 = self.replicas._clock, self._t0
+        with requests.Session() as session:
+            last_t, last_count = clock(), self._read(session)
+            while not self._stop.wait(self.sync_s):
+                now, count = clock(), self._read(session)
+                rate = None
+                if count is not None and last_count is not None and now > last_t:
+                    rate = max(count - last_count, 0.0) / (now - last_t)
+                last_t, last_count = now, count
+                current = max(self.replicas.desired, 1)
+                decision = self.autoscaler.decide(now - t0, current, None if rate is None else rate / current)
+                if decision.desired != current:
+                    self.replicas.scale_to(decision.desired)
+                self.rows.append({"time_s": round(now - t0, 3), "load_rps": rate, "ready": self.replicas.ready,
+                                  "current": current, "desired": decision.desired, "reason": decision.reason})
+
+    def start(self) -> "Controller":
+        self._t0 = self.replicas._clock()  # the table's times count from here
+        self._thread = threading.Thread(target=self._run, name="autoscaler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.sync_s + 10)
+
+    def __enter__(self) -> "Controller":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["time_s", "load_rps", "ready", "current", "desired", "reason"])
+
+
+# -- measured: throughput and p99 against replicas ----------------------------------------------------
+
+def replica_sweep(replicas: ReplicaSet, target, counts=(1, 2, 3, 4), *, slo_p99_ms: float,
+                  start_rate: float = 20.0, factor: float = 1.25, duration: float = 2.0,
+                  max_error_rate: float = 0.01) -> pd.DataFrame:
+    """The capacity behind the router with 1, 2, ... replicas, measured one count after the other.
+
+    For each count the set is scaled and waited for, warmed for a second, then
+    :func:`mlops_lab.loadtest.find_capacity` finds the highest rate whose p99 stays within
+    ``slo_p99_ms`` (each search starts at 80 % of the previous capacity, a step that should pass). One row per count: ``replicas``,
+    ``capacity_rps``, ``p99_ms`` at that rate, ``max_throughput_rps`` (the most answers per second
+    any step got), ``speedup`` over one replica and ``ideal`` (the count itself). On a machine with
+    few cores the speedup stops growing once the replicas, the router and the load generator
+    share all of them: that is the measurement, not a fault.
+    """
+    from mlops_lab import loadtest
+
+    rows, rate = [], float(start_rate)
+    for n in counts:
+        replicas.scale_to(int(n))
+        replicas.wait()
+        loadtest.run_open_loop(target, rate=max(rate / 2, 1.0), duration=2.0)  # warm the new replicas
+        found, table = loadtest.find_capacity(target, slo_p99_ms=slo_p99_ms, start_rate=rate, factor=factor,
+                                              duration=duration, max_error_rate=max_error_rate)
+        at = table[table["rate"] == found] if found is not None else table.iloc[:0]
+        rows.append({"replicas": int(n), "capacity_rps": found,
+                     "p99_ms": float(at["p99_ms"].iloc[0]) if len(at) else float("nan"),
+                     "max_throughput_rps": float(table["throughput_rps"].max())})
+        rate = max(0.8 * found, 1.0) if found else rate  # the next count starts below this one's capacity
+    out = pd.DataFrame(rows)
+    base = out["capacity_rps"].iloc[0]
+    out["speedup"] = (out["capacity_rps"] / base).round(2) if base else float("nan")
+    out["ideal"] = out["replicas"].astype(float)
+    return out
+
+
+def plot_sweep(sweep: pd.DataFrame, cores: int | None = None):
+    """Capacity against replicas, with the ideal (linear) line and the machine's core count."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    base = sweep["capacity_rps"].iloc[0]
+    ax.plot(sweep["replicas"], sweep["ideal"] * base, "--", color="grey", label="ideal: linear in replicas")
+    ax.plot(sweep["replicas"], sweep["capacity_rps"], "o-", label="measured capacity (p99 within the SLO)")
+    if cores:
+        ax.axvline(cores, color="tab:red", linestyle=":", label=f"{cores} CPU cores")
+    ax.set(xlabel="serving replicas behind the router", ylabel="requests per second",
+           title="Capacity against replicas on this machine", xticks=list(sweep["replicas"]))
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_autoscaling(load_timeline: pd.DataFrame, controller: pd.DataFrame, *, slo_p99_ms: float,
+                     target: float, seconds_per_hour: float | None = None):
+    """Three panels over the compressed day: load (offered and answered), replicas (asked for and
+    serving) with the load each replica carries, and p99 against the SLO."""
+    import matplotlib.pyplot as plt
+
+    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    top.step(load_timeline["t"], load_timeline["offered_rps"], where="post", label="offered")
+    top.step(load_timeline["t"], load_timeline["ok_rps"], where="post", alpha=0.7, label="answered (2xx)")
+    top.set(ylabel="requests / s", title="A day of Bikeshare-shaped traffic, autoscaled")
+    top.legend(loc="upper left", fontsize=8)
+    middle.step(controller["time_s"], controller["desired"], where="post", label="replicas asked for")
+    middle.step(controller["time_s"], controller["ready"], where="post", linestyle="--", label="replicas serving")
+    middle.set(ylabel="replicas", yticks=range(0, int(controller["desired"].max()) + 2))
+    twin = middle.twinx()
+    twin.plot(controller["time_s"], controller["load_rps"] / controller["current"], color="grey", alpha=0.5,
+              label="load per replica")
+    twin.axhline(target, color="grey", linestyle=":", label=f"target {target:g}/s per replica")
+    twin.set_ylabel("req/s per replica")
+    middle.legend(loc="upper left", fontsize=8)
+    twin.legend(loc="upper right", fontsize=8)
+    bottom.plot(load_timeline["t"], load_timeline["p99_ms"], ".-", label="p99 per window")
+    bottom.axhline(slo_p99_ms, color="tab:red", linestyle="--", label=f"SLO {slo_p99_ms:g} ms")
+    bottom.set(yscale="log", ylabel="p99 (ms)", xlabel="seconds into the compressed day")
+    bottom.legend(loc="upper left", fontsize=8)
+    if seconds_per_hour:
+        ticks = [h * seconds_per_hour for h in range(0, 25, 3)]
+        bottom.set_xticks(ticks, [f"{h:02d}:00" for h in range(0, 25, 3)])
+        bottom.set_xlabel("hour of the day (compressed)")
+    fig.tight_layout()
+    return fig
+
+
+def replica_seconds(controller: pd.DataFrame, end_s: float, column: str = "ready") -> float:
+    """The area under the replicas curve of a :class:`Controller` table up to ``end_s``: what the
+    day cost in replica-seconds (a cluster bills pods by the second the same way)."""
+    if controller.empty:
+        return 0.0
+    times = list(controller["time_s"]) + [max(end_s, float(controller["time_s"].iloc[-1]))]
+    counts = list(controller[column])
+    return float(sum(n * (b - a) for n, a, b in zip(counts, times[:-1], times[1:])))
+
+
+def provisioning(traffic: pd.DataFrame, sweep: pd.DataFrame, *, controller: pd.DataFrame,
+                 load_timeline: pd.DataFrame, slo_p99_ms: float) -> pd.DataFrame:
+    """Autoscaled (measured) beside fixed replica counts (from the measured capacities).
+
+    For the autoscaled day: replica-seconds from the controller's table, and the share of time
+    whose p99 broke the SLO from the load timeline. For a fixed count ``n``: ``n`` replicas the whole
+    day, and the share of the day whose rate is above the capacity measured for ``n`` in the sweep
+    (where its p99 would break the SLO). ``how`` says which numbers are measured and which derived.
+    """
+    day_s = float((traffic["start_s"] + traffic["duration_s"]).max())
+    busy = load_timeline[load_timeline["offered"] > 0]
+    over = float((busy["p99_ms"] > slo_p99_ms).mean()) if len(busy) else float("nan")
+    rows = [{"provisioning": "autoscaled", "how": "measured", "replica_seconds": replica_seconds(controller, day_s),
+             "share_of_day_over_slo": over}]
+    for n, capacity_rps in zip(sweep["replicas"], sweep["capacity_rps"]):
+        above = traffic["rate"] > (capacity_rps if capacity_rps is not None else 0)
+        rows.append({"provisioning": f"fixed {int(n)}", "how": "from the sweep's capacity",
+                     "replica_seconds": float(n) * day_s,
+                     "share_of_day_over_slo": float((traffic["duration_s"] * above).sum() / day_s)})
+    return pd.DataFrame(rows)

@@ -32,6 +32,7 @@ from mlops_lab.loadtest import (
     log_gate,
     run_closed_loop,
     run_open_loop,
+    run_phases,
     step_load,
     stress,
     timeline,
@@ -318,6 +319,19 @@ def test_find_capacity_walks_down_when_the_start_rate_fails(server):
     assert list(table["rate"]) == [40.0, 80.0, 160.0]  # 160 and 80 fail, 40 passes: rates in order
     assert found == 40.0
     assert len(table.attrs["results"]) == 3 and table.attrs["results"][0].rate == 40.0
+
+
+def test_run_phases_keeps_each_phases_rate_in_one_schedule(server):
+    result = run_phases(target(server), [(20, 1.0), (60, 0.5), (10, 1.0)])
+    assert len(result) == 20 + 30 + 10 and result.kind == "open"
+    assert result.duration == 2.5 and result.rate == pytest.approx(60 / 2.5)
+    table = timeline(result, window=0.5)
+    assert list(table["offered"]) == [10, 10, 30, 5, 5]  # each window sees its phase's rate
+    assert result.summary()["error_rate"] == 0
+    with pytest.raises(ValueError, match="at least one"):
+        run_phases(target(server), [])
+    with pytest.raises(ValueError, match="each phase's rate"):
+        run_phases(target(server), [(10, 1.0), (0, 1.0)])
 
 
 # -- 5: stress and recovery ----------------------------------------------------------------------

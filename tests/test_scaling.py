@@ -133,3 +133,52 @@ def test_the_policy_as_kubernetes_objects_is_valid_and_says_the_same():
     hpa["spec"]["behavior"]["scaleUp"]["stabilisationWindow"] = 30  # a misspelt field, as kubectl would see it
     broken = manifests.validate(objects).set_index("kind").loc["HorizontalPodAutoscaler"]
     assert not broken["ok"] and "stabilisationWindow" in broken["message"]
+
+
+# -- a day of traffic --------------------------------------------------------------------------------
+def _bikes(day="2011-09-07", hours=range(24)):
+    stamps = [pd.Timestamp(day) + pd.Timedelta(hours=h) for h in hours]
+    return pd.DataFrame({"timestamp": stamps, "bikers": [10 + 5 * h for h in hours]})
+
+
+def test_a_day_of_rentals_becomes_a_rate_peaking_where_the_riders_do():
+    table = scaling.day_traffic(_bikes(), "2011-09-07", peak_rps=60, low_rps=5, seconds_per_hour=2)
+    assert list(table["hour"]) == list(range(24))
+    assert table["rate"].max() == 60 and table.loc[table["bikers"].idxmax(), "rate"] == 60
+    assert table["rate"].min() == pytest.approx(max(5, 10 / 125 * 60))
+    assert list(table["start_s"])[:3] == [0, 2, 4] and set(table["duration_s"]) == {2}
+    assert scaling.phases(table)[23] == (60.0, 2.0)
+
+
+def test_a_day_not_in_the_data_or_with_hours_missing_is_refused():
+    with pytest.raises(ValueError, match="no Bikeshare hours on 2012-01-01"):
+        scaling.day_traffic(_bikes(), "2012-01-01", peak_rps=10)
+    with pytest.raises(ValueError, match=r"lacks the hour\(s\) \[3, 4\]"):
+        scaling.day_traffic(_bikes(hours=[h for h in range(24) if h not in (3, 4)]), "2011-09-07", peak_rps=10)
+    with pytest.raises(ValueError, match="low_rps"):
+        scaling.day_traffic(_bikes(), "2011-09-07", peak_rps=10, low_rps=20)
+    with pytest.raises(ValueError, match="positive"):
+        scaling.day_traffic(_bikes(), "2011-09-07", peak_rps=0)
+
+
+def test_the_real_data_has_the_lessons_day_complete():
+    from mlops_lab import datasets
+
+    table = scaling.day_traffic(datasets.load_bikeshare(), "2011-09-07", peak_rps=100)
+    morning, night = table.loc[table["hour"] == 8, "rate"].item(), table.loc[table["hour"] == 3, "rate"].item()
+    assert morning > 5 * night  # a working day: the commute peaks
+
+
+def test_the_request_count_is_read_from_the_routers_exposition():
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    registry = CollectorRegistry()
+    requests = Counter("mlops_router_requests", "Answers per variant and HTTP status code", ["variant", "code"],
+                       registry=registry)  # as the router declares it
+    requests.labels(variant="stable", code="200").inc(120)
+    requests.labels(variant="stable", code="503").inc(3)
+    requests.labels(variant="canary", code="200").inc(40)
+    text = generate_latest(registry).decode()
+    assert scaling.request_count(text, "stable") == 123.0
+    assert scaling.request_count(text, "canary") == 40.0
+    assert scaling.request_count(text, "blue") == 0.0

@@ -1,0 +1,96 @@
+"""The autoscaler over real replicas behind the real router: scale up with the load, drain on the way down.
+
+One registry and one router serve the module; replicas are the ONNX gateway (the fastest server to
+start), so the test shows the control loop, not start-up times (lesson 20 measures those with
+``mlflow models serve``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlops_lab import config, datasets, deployment, loadtest, prerequisites, registry, scaling, serving, training
+
+pytestmark = pytest.mark.integration
+MODEL = prerequisites.CREDIT_MODEL
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    home = tmp_path_factory.mktemp("scaling-home")
+    with config.environment_variables({"MLOPS_LAB_HOME": str(home), "MLFLOW_TRACKING_URI": None}):
+        workspace = config.use_workspace("scaling-tests")
+        prerequisites.champion(MODEL)
+        version = registry.version_for(MODEL, registry.CHAMPION).version
+        env = {"MLFLOW_TRACKING_URI": workspace.tracking_uri}
+        uri = f"models:/{MODEL}/{version}"
+        split = training.credit_split(datasets.load_german_credit())
+        first = serving.gateway_server(uri, env=env).start()
+        spec = {"name": "scaling-test", "strategy": "single", "model": MODEL,
+                "variants": {"stable": {"version": str(version), "urls": [first.url]}}}
+        try:
+            with deployment.router(spec, env=env) as router:
+                yield {"router": router, "first": first, "start": lambda: serving.gateway_server(uri, env=env),
+                       "target": loadtest.Target.json(router.url + "/invocations",
+                                                      json.loads(serving.payload(split.X_test.head(1))[0]))}
+        finally:
+            first.stop()
+
+
+def _urls(router) -> list[str]:
+    return [r["url"] for r in router.client().status()["variants"]["stable"]["replicas"]]
+
+
+def test_the_controller_scales_up_with_the_load_and_back_down_after_the_window(live):
+    router, first = live["router"], live["first"]
+    policy = scaling.Policy(target=10, max_replicas=3, scale_down_window_s=3, period_s=1)
+    with scaling.ReplicaSet(router.url, "stable", live["start"]) as replicas:
+        replicas.adopt(first)
+        with scaling.Controller(replicas, policy, sync_s=0.5) as controller:
+            result = loadtest.run_phases(live["target"], [(40, 6), (3, 8)])
+        table = controller.table()
+        assert table["desired"].max() == 3, table  # 40/s at a target of 10 per replica: the maximum
+        assert table["desired"].iloc[-1] == 1, table  # 3/s for 8 s: back to the minimum after the window
+        assert len(_urls(router)) == 1 and _urls(router) == [first.url]
+        ready = [e for e in replicas.events if e["action"] == "ready"]
+        stopped = [e for e in replicas.events if e["action"] == "stopped"]
+        assert len(ready) == 2 and len(stopped) == 2 and all(e["drained"] for e in stopped), replicas.events
+        assert result.summary()["error_rate"] == 0  # draining loses no request
+        held = table[table["reason"].str.contains("held at", na=False)]
+        assert len(held), table  # the window kept replicas through the first low syncs
+    replicas.close()  # twice is harmless
+
+
+def test_a_replica_that_fails_to_start_is_recorded_and_not_counted(live):
+    router = live["router"]
+
+    def broken():
+        return serving.gateway_server("models:/no-such-model/1", timeout=20)
+
+    with scaling.ReplicaSet(router.url, "stable", broken) as replicas:
+        replicas.adopt(live["first"])
+        replicas.scale_to(2)
+        assert replicas.desired == 2
+        replicas.wait()
+        assert replicas.desired == 1 and replicas.ready == 1
+        failed = [e for e in replicas.events if e["action"] == "failed"]
+        assert len(failed) == 1 and failed[0]["error"]
+        replicas.serving.clear()  # the first replica belongs to the fixture
+    assert _urls(router) == [live["first"].url]
+
+
+def test_scaling_down_while_a_replica_starts_undoes_the_start(live):
+    router = live["router"]
+    with scaling.ReplicaSet(router.url, "stable", live["start"]) as replicas:
+        replicas.adopt(live["first"])
+        replicas.scale_to(2)
+        replicas.scale_to(1)  # before the new one is ready
+        assert replicas.desired == 1
+        replicas.wait()
+        assert replicas.ready == 1 and _urls(router) == [live["first"].url]
+        assert [e["action"] for e in replicas.events] == ["adopted", "ready", "stopped"]
+        with pytest.raises(ValueError, match="at least 1"):
+            replicas.scale_to(0)
+        replicas.serving.clear()
