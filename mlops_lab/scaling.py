@@ -71,7 +71,9 @@ class Policy:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{name} must be a whole number of at least 1, not {value!r}")
-        if not problems and self.min_replicas > self.max_replicas:
+        whole = all(isinstance(getattr(self, n), int) and not isinstance(getattr(self, n), bool)
+                    for n in ("min_replicas", "max_replicas"))
+        if whole and 1 <= self.min_replicas and self.min_replicas > self.max_replicas:
             problems.append(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
         if not 0 <= self.tolerance < 1:
             problems.append(f"tolerance must be from 0 to below 1 (a share of the target), not {self.tolerance!r}")
@@ -305,11 +307,13 @@ def day_traffic(bikes: pd.DataFrame, day: str, *, peak_rps: float, low_rps: floa
     if rows.empty:
         raise ValueError(f"no Bikeshare hours on {day}; the data covers {stamps.min():%Y-%m-%d} to "
                          f"{stamps.max():%Y-%m-%d}")
-    hours = sorted(int(h) for h in pd.to_datetime(rows["timestamp"]).dt.hour)
-    missing = sorted(set(range(24)) - set(hours))
+    rows = rows.assign(hour=stamps[rows.index].dt.hour).sort_values("hour")
+    missing = sorted(set(range(24)) - set(rows["hour"]))
     if missing:
         raise ValueError(f"{day} lacks the hour(s) {missing} in the Bikeshare data; pick a complete day")
-    table = pd.DataFrame({"hour": hours, "bikers": rows.sort_values("timestamp")["bikers"].to_numpy()})
+    if rows["hour"].duplicated().any():
+        raise ValueError(f"{day} has hours more than once: {sorted(rows.loc[rows['hour'].duplicated(), 'hour'])}")
+    table = pd.DataFrame({"hour": rows["hour"].astype(int).to_numpy(), "bikers": rows["bikers"].to_numpy()})
     table["start_s"] = table["hour"] * float(seconds_per_hour)
     table["duration_s"] = float(seconds_per_hour)
     table["rate"] = (table["bikers"] / table["bikers"].max() * peak_rps).clip(lower=low_rps).round(2)
@@ -330,9 +334,11 @@ class ReplicaSet:
     starts servers in the background; each joins the router (health-checked by it) once ready, so
     a new replica takes its real start-up time to serve, as a new pod does. Shrinking drains the
     newest replica (the router sends it nothing new, waits for what is in flight) and only then
-    stops it. ``desired`` counts the replicas asked for (serving + starting), the number the
-    autoscaler decides on, like a Deployment's ``spec.replicas``. Every change is in :attr:`events`.
-    Use it as a context manager: on exit, nothing it started is left running.
+    stops it; a start still under way is cancelled instead and never joins the router. ``desired``
+    counts the replicas asked for (serving + starting), the number the autoscaler decides on, like a
+    Deployment's ``spec.replicas``; ``alive`` counts the processes running (starting, serving and
+    draining), what a cluster bills. Every change is in :attr:`events`. Use it as a context manager:
+    on exit, every server it started is stopped (an adopted one only if ``owned``).
     """
 
     def __init__(self, router_url: str, variant: str, start: Callable[[], "ManagedProcess"], *,
@@ -343,12 +349,20 @@ class ReplicaSet:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="replica")
         self._jobs: list[Future] = []
+        self._owned: set[int] = set()  # ids of the servers this set must stop
+        self._leftover: list = []  # servers whose stop failed: close() tries again
+        self._closed = False
         self.serving: list = []
         self.starting = 0
+        self.alive = 0
         self._cancel = 0  # starts to undo as soon as they finish (scaled down while starting)
         self.events: list[dict] = []
 
     # -- state ------------------------------------------------------------------------------------
+    def now(self) -> float:
+        """Seconds since this set was made (the clock of :attr:`events`)."""
+        return self._clock() - self._t0
+
     @property
     def desired(self) -> int:
         with self._lock:
@@ -360,12 +374,22 @@ class ReplicaSet:
             return len(self.serving)
 
     def _event(self, action: str, url: str = "", **detail) -> None:
-        self.events.append({"time_s": round(self._clock() - self._t0, 3), "action": action, "url": url, **detail})
+        with self._lock:
+            self.events.append({"time_s": round(self.now(), 3), "action": action, "url": url, **detail})
 
-    def adopt(self, server) -> None:
-        """Count a server that already serves in the router (the variant's first replica)."""
+    def start_ups(self, since_s: float = 0.0) -> list[float]:
+        """Seconds from the request to serving, for each replica that joined at or after ``since_s``."""
+        return [e["start_up_s"] for e in list(self.events)
+                if e["action"] == "ready" and e["time_s"] >= since_s]
+
+    def adopt(self, server, *, owned: bool = False) -> None:
+        """Count a server that already serves in the router (the variant's first replica); the set
+        stops it on close only if ``owned``."""
         with self._lock:
             self.serving.append(server)
+            self.alive += 1
+            if owned:
+                self._owned.add(id(server))
         self._event("adopted", server.url)
 
     # -- changes ----------------------------------------------------------------------------------
@@ -374,13 +398,16 @@ class ReplicaSet:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"replicas must be a whole number of at least 1, not {n!r}")
         with self._lock:
+            if self._closed:
+                raise RuntimeError("this replica set is closed")
             have = len(self.serving) + self.starting - self._cancel
+            requested = self._clock()
             if n > have:
                 undo = min(self._cancel, n - have)
                 self._cancel -= undo
                 for _ in range(n - have - undo):
+                    self._jobs.append(self._pool.submit(self._grow, requested))
                     self.starting += 1
-                    self._jobs.append(self._pool.submit(self._grow))
             elif n < have:
                 drop = have - n
                 cancel = min(drop, self.starting - self._cancel)
@@ -389,32 +416,59 @@ class ReplicaSet:
                     server = self.serving.pop()  # the newest first
                     self._jobs.append(self._pool.submit(self._shrink, server))
 
-    def _grow(self) -> None:
+    def _take_cancel(self) -> bool:
+        with self._lock:
+            if self._cancel > 0:
+                self._cancel -= 1
+                self.starting -= 1
+                return True
+            return False
+
+    def _grow(self, requested: float) -> None:
         from mlops_lab.deployment import RouterClient
 
-        started = self._clock()
-        server = self._start()
+        server = None
+        with self._lock:
+            self.alive += 1
         try:
+            server = self._start()
+            self._owned.add(id(server))
             if not server.running:
                 server.start()
+            if self._take_cancel():  # scaled down while it started: it never joins the router
+                self._stop(server)
+                self._event("cancelled", server.url)
+                return
             with RouterClient(self.router_url, timeout=30) as client:
                 client.add_replica(self.variant, server.url)
         except Exception as error:  # noqa: BLE001 (recorded; the autoscaler sees the replica missing)
-            server.stop()
             with self._lock:
                 self.starting -= 1
-            self._event("failed", getattr(server, "url", ""), error=str(error)[:300])
+                if self._cancel > 0:
+                    self._cancel -= 1  # the failure already did what the cancel asked
+            if server is not None:
+                self._stop(server)
+            else:
+                with self._lock:
+                    self.alive -= 1
+            self._event("failed", getattr(server, "url", ""), error=str(error)[-1500:])
             return
         with self._lock:
             self.starting -= 1
-            cancelled = self._cancel > 0
-            if cancelled:
-                self._cancel -= 1
-            else:
-                self.serving.append(server)
-        self._event("ready", server.url, start_up_s=round(self._clock() - started, 2))
-        if cancelled:
-            self._shrink(server)
+            self.serving.append(server)
+        self._event("ready", server.url, start_up_s=round(self._clock() - requested, 2))
+
+    def _stop(self, server) -> None:
+        """Stop one server; one whose stop fails is kept for :meth:`close` to try again."""
+        try:
+            server.stop()
+        except Exception as error:  # noqa: BLE001
+            with self._lock:
+                self._leftover.append(server)
+            self._event("stop failed", server.url, error=str(error)[-1500:])
+            return
+        with self._lock:
+            self.alive -= 1
 
     def _shrink(self, server) -> None:
         from mlops_lab.deployment import RouterClient
@@ -422,27 +476,44 @@ class ReplicaSet:
         try:
             with RouterClient(self.router_url, timeout=self.drain_timeout_s + 30) as client:
                 answer = client.remove_replica(self.variant, server.url, drain_timeout_s=self.drain_timeout_s)
-            drained = answer.get("drained")
-        except Exception as error:  # noqa: BLE001 (stop it anyway: nothing may be left running)
-            drained = f"not removed cleanly: {str(error)[:200]}"
-        server.stop()
-        self._event("stopped", server.url, drained=drained)
+        except Exception as error:  # noqa: BLE001 (the router still lists it: keep it serving)
+            with self._lock:
+                self.serving.append(server)
+            self._event("remove failed", server.url, error=str(error)[-1500:])
+            return
+        if id(server) in self._owned:
+            self._stop(server)
+        else:  # an adopted server its owner stops: it only leaves this set
+            with self._lock:
+                self.alive -= 1
+        self._event("stopped", server.url, drained=answer.get("drained"))
 
     def wait(self, timeout: float = 120.0) -> None:
-        """Wait for every start and stop asked for so far."""
+        """Wait for every start and stop asked for so far (``timeout`` for all of them together)."""
+        deadline = time.monotonic() + timeout
         for job in list(self._jobs):
-            job.result(timeout=timeout)
+            job.result(timeout=max(deadline - time.monotonic(), 0.1))
 
     def close(self) -> None:
-        """Finish pending work, then stop every replica this set holds (the router's list is left as is)."""
+        """Finish pending work, then stop every server this set started or owns (the router's list is
+        left as is). Every server is tried even if one fails to stop; the failures are raised together."""
+        with self._lock:
+            self._closed = True
         try:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
             with self._lock:
-                servers, self.serving = self.serving, []
+                servers = [s for s in self.serving if id(s) in self._owned] + self._leftover
+                self.serving, self._leftover = [s for s in self.serving if id(s) not in self._owned], []
+            problems = []
             for server in servers:
-                server.stop()
+                try:
+                    server.stop()
+                except Exception as error:  # noqa: BLE001
+                    problems.append(f"{getattr(server, 'url', server)}: {error}")
+            if problems:
+                raise RuntimeError("replicas that did not stop: " + "; ".join(problems))
 
     def __enter__(self) -> "ReplicaSet":
         return self
@@ -495,20 +566,26 @@ class Controller:
         with requests.Session() as session:
             last_t, last_count = clock(), self._read(session)
             while not self._stop.wait(self.sync_s):
-                now, count = clock(), self._read(session)
-                rate = None
-                if count is not None and last_count is not None and now > last_t:
-                    rate = max(count - last_count, 0.0) / (now - last_t)
-                last_t, last_count = now, count
-                current = max(self.replicas.desired, 1)
-                decision = self.autoscaler.decide(now - t0, current, None if rate is None else rate / current)
-                if decision.desired != current:
-                    self.replicas.scale_to(decision.desired)
-                self.rows.append({"time_s": round(now - t0, 3), "load_rps": rate, "ready": self.replicas.ready,
-                                  "current": current, "desired": decision.desired, "reason": decision.reason})
+                try:
+                    now, count = clock(), self._read(session)
+                    rate = None
+                    if count is not None and last_count is not None and now > last_t:
+                        rate = max(count - last_count, 0.0) / (now - last_t)
+                    if count is not None:  # a failed scrape keeps the last good sample
+                        last_t, last_count = now, count
+                    current = max(self.replicas.desired, 1)
+                    decision = self.autoscaler.decide(now - t0, current, None if rate is None else rate / current)
+                    if decision.desired != current:
+                        self.replicas.scale_to(decision.desired)
+                    self.rows.append({"time_s": round(now - t0, 3), "load_rps": rate, "ready": self.replicas.ready,
+                                      "alive": self.replicas.alive, "current": current,
+                                      "desired": decision.desired, "reason": decision.reason})
+                except Exception as error:  # noqa: BLE001 (recorded; the loop goes on)
+                    self.errors.append(f"{type(error).__name__}: {error}"[:500])
 
     def start(self) -> "Controller":
         self._t0 = self.replicas._clock()  # the table's times count from here
+        self.started_s = self.replicas.now()  # the same moment on the replica set's clock
         self._thread = threading.Thread(target=self._run, name="autoscaler", daemon=True)
         self._thread.start()
         return self
@@ -525,7 +602,8 @@ class Controller:
         self.stop()
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["time_s", "load_rps", "ready", "current", "desired", "reason"])
+        return pd.DataFrame(self.rows, columns=["time_s", "load_rps", "ready", "alive", "current", "desired",
+                                                "reason"])
 
 
 # -- measured: throughput and p99 against replicas ----------------------------------------------------
@@ -596,8 +674,8 @@ def plot_autoscaling(load_timeline: pd.DataFrame, controller: pd.DataFrame, *, s
     middle.step(controller["time_s"], controller["ready"], where="post", linestyle="--", label="replicas serving")
     middle.set(ylabel="replicas", yticks=range(0, int(controller["desired"].max()) + 2))
     twin = middle.twinx()
-    twin.plot(controller["time_s"], controller["load_rps"] / controller["current"], color="grey", alpha=0.5,
-              label="load per replica")
+    twin.plot(controller["time_s"], controller["load_rps"] / controller["ready"].clip(lower=1), color="grey",
+              alpha=0.5, label="load per serving replica")
     twin.axhline(target, color="grey", linestyle=":", label=f"target {target:g}/s per replica")
     twin.set_ylabel("req/s per replica")
     middle.legend(loc="upper left", fontsize=8)
@@ -614,22 +692,24 @@ def plot_autoscaling(load_timeline: pd.DataFrame, controller: pd.DataFrame, *, s
     return fig
 
 
-def replica_seconds(controller: pd.DataFrame, end_s: float, column: str = "ready") -> float:
-    """The area under the replicas curve of a :class:`Controller` table up to ``end_s``: what the
-    day cost in replica-seconds (a cluster bills pods by the second the same way)."""
+def replica_seconds(controller: pd.DataFrame, end_s: float, column: str = "alive") -> float:
+    """The area under a replicas curve of a :class:`Controller` table from 0 to ``end_s``: what the
+    day cost in replica-seconds. ``alive`` (the default) counts every replica process running,
+    starting and draining ones included, as a cluster bills pods; ``ready`` only those serving."""
     if controller.empty:
         return 0.0
-    times = list(controller["time_s"]) + [max(end_s, float(controller["time_s"].iloc[-1]))]
-    counts = list(controller[column])
-    return float(sum(n * (b - a) for n, a, b in zip(counts, times[:-1], times[1:])))
+    times = [0.0] + [min(max(float(t), 0.0), end_s) for t in controller["time_s"]] + [end_s]
+    counts = [controller[column].iloc[0]] + list(controller[column])
+    return float(sum(n * max(b - a, 0.0) for n, a, b in zip(counts, times[:-1], times[1:])))
 
 
 def provisioning(traffic: pd.DataFrame, sweep: pd.DataFrame, *, controller: pd.DataFrame,
                  load_timeline: pd.DataFrame, slo_p99_ms: float) -> pd.DataFrame:
     """Autoscaled (measured) beside fixed replica counts (from the measured capacities).
 
-    For the autoscaled day: replica-seconds from the controller's table, and the share of time
-    whose p99 broke the SLO from the load timeline. For a fixed count ``n``: ``n`` replicas the whole
+    For the autoscaled day: replica-seconds of every replica process alive (start-ups and drains
+    included) from the controller's table, and the share of the load timeline's windows whose p99
+    broke the SLO. For a fixed count ``n``: ``n`` replicas the whole
     day, and the share of the day whose rate is above the capacity measured for ``n`` in the sweep
     (where its p99 would break the SLO). ``how`` says which numbers are measured and which derived.
     """
@@ -639,7 +719,7 @@ def provisioning(traffic: pd.DataFrame, sweep: pd.DataFrame, *, controller: pd.D
     rows = [{"provisioning": "autoscaled", "how": "measured", "replica_seconds": replica_seconds(controller, day_s),
              "share_of_day_over_slo": over}]
     for n, capacity_rps in zip(sweep["replicas"], sweep["capacity_rps"]):
-        above = traffic["rate"] > (capacity_rps if capacity_rps is not None else 0)
+        above = traffic["rate"] > (0 if pd.isna(capacity_rps) else capacity_rps)
         rows.append({"provisioning": f"fixed {int(n)}", "how": "from the sweep's capacity",
                      "replica_seconds": float(n) * day_s,
                      "share_of_day_over_slo": float((traffic["duration_s"] * above).sum() / day_s)})

@@ -182,3 +182,17 @@ def test_the_request_count_is_read_from_the_routers_exposition():
     assert scaling.request_count(text, "stable") == 123.0
     assert scaling.request_count(text, "canary") == 40.0
     assert scaling.request_count(text, "blue") == 0.0
+
+
+def test_replica_seconds_integrate_from_zero_to_the_end_only():
+    table = pd.DataFrame({"time_s": [1.0, 3.0, 12.0], "alive": [1, 3, 1], "ready": [1, 1, 1]})
+    assert scaling.replica_seconds(table, 10.0) == 1 * 1 + 1 * 2 + 3 * 7  # the row after the end is cut
+    assert scaling.replica_seconds(table, 10.0, column="ready") == 10.0
+    assert scaling.replica_seconds(table.iloc[:0], 10.0) == 0.0
+
+
+def test_every_contradiction_is_listed_at_once():
+    with pytest.raises(scaling.ScalingPolicyError) as raised:
+        scaling.Policy(target=0, min_replicas=5, max_replicas=2)
+    assert "target must be a positive number" in str(raised.value)
+    assert "min_replicas (5) is above max_replicas (2)" in str(raised.value)

@@ -50,6 +50,7 @@ def test_the_controller_scales_up_with_the_load_and_back_down_after_the_window(l
         replicas.adopt(first)
         with scaling.Controller(replicas, policy, sync_s=0.5) as controller:
             result = loadtest.run_phases(live["target"], [(40, 6), (3, 8)])
+        replicas.wait()
         table = controller.table()
         assert table["desired"].max() == 3, table  # 40/s at a target of 10 per replica: the maximum
         assert table["desired"].iloc[-1] == 1, table  # 3/s for 8 s: back to the minimum after the window
@@ -60,7 +61,11 @@ def test_the_controller_scales_up_with_the_load_and_back_down_after_the_window(l
         assert result.summary()["error_rate"] == 0  # draining loses no request
         held = table[table["reason"].str.contains("held at", na=False)]
         assert len(held), table  # the window kept replicas through the first low syncs
-    replicas.close()  # twice is harmless
+        assert replicas.alive == 1 and not controller.errors
+        assert scaling.replica_seconds(table, 14.0) > scaling.replica_seconds(table, 14.0, column="ready")
+    assert first.running, "an adopted server is its owner's to stop"
+    with pytest.raises(RuntimeError, match="closed"):
+        replicas.scale_to(2)
 
 
 def test_a_replica_that_fails_to_start_is_recorded_and_not_counted(live):
@@ -76,9 +81,18 @@ def test_a_replica_that_fails_to_start_is_recorded_and_not_counted(live):
         replicas.wait()
         assert replicas.desired == 1 and replicas.ready == 1
         failed = [e for e in replicas.events if e["action"] == "failed"]
-        assert len(failed) == 1 and failed[0]["error"]
-        replicas.serving.clear()  # the first replica belongs to the fixture
-    assert _urls(router) == [live["first"].url]
+        assert len(failed) == 1 and "no-such-model" in failed[0]["error"]  # the log tail says why
+        assert replicas.alive == 1
+
+        def raises():
+            raise OSError("no port left")
+
+        replicas._start = raises  # a factory that fails before any process exists
+        replicas.scale_to(2)
+        replicas.wait()
+        assert replicas.desired == 1 and replicas.alive == 1
+        assert "no port left" in replicas.events[-1]["error"]
+    assert _urls(router) == [live["first"].url] and live["first"].running
 
 
 def test_scaling_down_while_a_replica_starts_undoes_the_start(live):
@@ -89,8 +103,15 @@ def test_scaling_down_while_a_replica_starts_undoes_the_start(live):
         replicas.scale_to(1)  # before the new one is ready
         assert replicas.desired == 1
         replicas.wait()
-        assert replicas.ready == 1 and _urls(router) == [live["first"].url]
-        assert [e["action"] for e in replicas.events] == ["adopted", "ready", "stopped"]
+        assert replicas.ready == 1 and replicas.alive == 1 and _urls(router) == [live["first"].url]
+        assert [e["action"] for e in replicas.events] == ["adopted", "cancelled"]  # it never joined the router
+        replicas.scale_to(3)
+        replicas.scale_to(2)  # one of the two starts is undone, the other serves
+        replicas.wait()
+        assert replicas.ready == 2 and len(_urls(router)) == 2 and len(replicas.start_ups()) == 1
         with pytest.raises(ValueError, match="at least 1"):
             replicas.scale_to(0)
-        replicas.serving.clear()
+        replicas.scale_to(1)  # the newest goes: drained, removed, stopped
+        replicas.wait()
+        assert replicas.events[-1]["action"] == "stopped" and replicas.alive == 1
+    assert _urls(router) == [live["first"].url] and live["first"].running
