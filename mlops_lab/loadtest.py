@@ -713,9 +713,8 @@ def stress(
     window = _check_positive("window", window)
     timeout = _check_positive("timeout", timeout)
     max_connections = _check_count("max_connections", max_connections)
-    schedule = _schedule([(rate, duration), (recovery_rate, recovery_duration)])
-    total = duration + recovery_duration
-    result = _run_schedule(target, schedule, total, len(schedule) / total, timeout, max_connections)
+    result = run_phases(target, [(rate, duration), (recovery_rate, recovery_duration)], timeout=timeout,
+                        max_connections=max_connections)
     return _stress_result(result, rate, recovery_rate, duration, slo_p99_ms, window)
 
 
