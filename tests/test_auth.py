@@ -241,8 +241,9 @@ def _assert_matrix(table: pd.DataFrame) -> None:
 @pytest.fixture(scope="module")
 def sqlite_envs(tmp_path_factory):
     home = tmp_path_factory.mktemp("auth-sqlite")
-    # MLflow's default: the password hash is checked on every request, no cache
-    with environments.running(home=home, auth_cache_ttl=0) as envs:
+    # the course's setting: a verified password is cached for 60 s (MLflow's default, no cache,
+    # spends about 0.35 s of CPU per request on the hash; benchmarks/bench_auth.py measures both)
+    with environments.running(home=home) as envs:
         yield envs, _users(envs)
 
 
@@ -251,7 +252,7 @@ def pg_envs(tmp_path_factory, postgres):
     home = tmp_path_factory.mktemp("auth-postgres")
     # {env} becomes the environment's name: mlflow_dev, mlflow_staging, mlflow_prod
     backend = postgres.create_databases("mlflow_{env}", ENVIRONMENTS)
-    # the cache a class server would turn on; it must not change any authorization result
+    # the cache a class server turns on; it must not change any authorization result
     with environments.running(home=home, backend=backend, auth_cache_ttl=60) as envs:
         yield envs, _users(envs), postgres
 
@@ -270,7 +271,7 @@ def test_permission_matrix_on_sqlite(sqlite_envs):
 
 
 @pytest.mark.integration
-def test_permission_matrix_on_postgresql_with_the_credential_cache(pg_envs):
+def test_permission_matrix_on_postgresql(pg_envs):
     envs, users, _ = pg_envs
     _assert_matrix(_matrix(envs, users))
 
@@ -361,8 +362,17 @@ def test_the_admin_sees_what_bad_requests_must_not(sqlite_envs, secrets_scene):
     assert {secrets_scene.run_id, secrets_scene.model, '"experiments"'} <= found
 
 
+# MLflow 3.17.2's credential cache (auth_cache_ttl_seconds > 0) hashes the password of any
+# Authorization header, and a non-Basic one has none: a 500 instead of a 401 (no data leaks; the
+# MLflow client retries a 500 for a while before it gives up). Strict: the day MLflow answers 401,
+# this fails and the mark goes.
+BEARER_ON_THE_CACHE = pytest.mark.xfail(strict=True, raises=AssertionError,
+                                        reason="MLflow's credential cache answers 500 to a Bearer header")
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=BEARER_ON_THE_CACHE) if c == "bearer" else c
+                                  for c in sorted(BAD)])
 def test_bad_credentials_get_401_and_no_data(sqlite_envs, secrets_scene, case):
     envs, users = sqlite_envs
     user = users["dev"]["data_scientist"]  # a real user with EDIT in dev
@@ -392,7 +402,7 @@ def test_a_deleted_user_gets_401(sqlite_envs, secrets_scene):
     assert _send(dev.url, *read, auth=leaver.pair).status_code == 401
 
 
-# -- the credential cache (auth_cache_ttl_seconds = 60 on the PostgreSQL servers) -----------------
+# -- the credential cache (auth_cache_ttl_seconds = 60, as on every server of the course) ---------
 @pytest.mark.integration
 def test_cached_credentials_do_not_accept_a_wrong_password(pg_envs):
     envs, _, _ = pg_envs
