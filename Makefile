@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 WORKERS ?= 2
 ONLY ?=
 
-.PHONY: help setup lab course course-full test test-fast bench ui clean lock
+.PHONY: help setup lab course course-full test test-fast durations bench ui clean lock
 
 help:
 	@echo "make setup        create .venv, install the pinned lock, the package and the 'mlops-lab' kernel"
@@ -17,6 +17,7 @@ help:
 	@echo "make test         unit, integration, notebook (nbval) and lab tests, on WORKERS=2 processes"
 	@echo "make course-full  the same with full-size parameters (slower)"
 	@echo "make test-fast    unit tests only (seconds)"
+	@echo "make durations    make test, recording each file's seconds in tests/durations.json (balances the workers)"
 	@echo "make bench        measured benchmarks, written to benchmarks/results/"
 	@echo "make lab          JupyterLab on the notebooks and labs"
 	@echo "make ui           MLflow UI on the workspace store (PORT=$(PORT))"
@@ -50,6 +51,9 @@ course-full: setup
 
 test: setup
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
+
+durations: setup
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --durations=15 --store-durations $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)

@@ -4,10 +4,18 @@ Every process the suite starts (servers, kernels, their children) inherits the e
 variable ``MLOPS_LAB_TEST_SESSION``. When the session ends, any live process that still carries
 this session's value is a leftover: the run fails and names it (then stops its group, so one bad
 test does not poison the machine).
+
+Under ``make test`` (pytest-xdist, ``--dist loadfile``) the two workers share the files longest
+first, by the seconds ``tests/durations.json`` records for each (a file's module-scoped servers
+stay on one worker; the lab solutions and the benchmarks, which share nothing, go one by one), so
+that no worker is left with a long notebook while the other idles. A file the record does not
+know counts as ``DEFAULT_SCOPE_S``. ``make durations`` measures the record again; a stale one only
+makes the split less even.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,7 +28,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent
 SESSION_ENV = "MLOPS_LAB_TEST_SESSION"
+DURATIONS = ROOT / "tests" / "durations.json"
+DEFAULT_SCOPE_S = 30.0
+_ONE_BY_ONE = ("tests/test_labs.py", "tests/test_benchmarks.py")  # no module-scoped fixtures
 _notebook_homes: dict[str, str] = {}
+_measured: dict[str, float] = {}
 _session_home: list[str] = []
 
 
@@ -31,6 +43,45 @@ def pytest_configure(config: pytest.Config) -> None:
     # Nothing the suite does may fall back to the repository's own workspace.
     _session_home.append(tempfile.mkdtemp(prefix="mlops-lab-home-"))
     os.environ["MLOPS_LAB_HOME"] = _session_home[0]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store-durations", action="store_true",
+                     help="write the seconds each scheduling unit took to tests/durations.json")
+
+
+def scope(nodeid: str) -> str:
+    """The unit a worker runs whole: the file, or the test itself in the files that share nothing."""
+    path = nodeid.split("::", 1)[0]
+    return nodeid if path in _ONE_BY_ONE else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadfile`` with the units (see :func:`scope`) handed out longest first."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    known = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+
+    class LongestFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            if not getattr(self, "_ordered", False):  # the queue is complete at the first assignment
+                units = sorted(self.workqueue.items(), key=lambda unit: -known.get(unit[0], DEFAULT_SCOPE_S))
+                self.workqueue.clear()
+                self.workqueue.update(units)
+                self._ordered = True
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    unit = scope(report.nodeid)
+    _measured[unit] = _measured.get(unit, 0.0) + report.duration
 
 
 def _is_nbval(item: pytest.Item) -> bool:
@@ -104,6 +155,10 @@ def session_processes(marker: str) -> list[psutil.Process]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.getoption("store_durations") and not hasattr(session.config, "workerinput"):
+        record = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+        record.update({unit: round(seconds, 1) for unit, seconds in _measured.items()})
+        DURATIONS.write_text(json.dumps(dict(sorted(record.items())), indent=0) + "\n")
     marker = os.environ.get(SESSION_ENV, "")
     # Give kernels and servers that are shutting down a moment to exit.
     left = []

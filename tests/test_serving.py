@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from mlops_lab import datasets, gateway, processes, serving, training
+from mlops_lab import config, datasets, gateway, processes, serving, training
 from mlops_lab.processes import ProcessError
 
 pytestmark = pytest.mark.integration
@@ -198,6 +198,7 @@ def test_the_data_contract_travels_inside_the_logged_model(model):
 def test_a_contract_of_another_dataset_is_refused_at_logging_time(model):
     import mlflow
 
+    config.use_workspace("contract-refused")  # this test's own store and experiment, not a neighbour's
     with mlflow.start_run(), pytest.raises(ValueError, match="none of the model's input columns"):
         training.log_sklearn_model(model["pipeline"], model["X"], contract="bikeshare_hourly_2011")
 
