@@ -67,13 +67,14 @@ class Policy:
         problems = []
         if not (isinstance(self.target, (int, float)) and math.isfinite(self.target) and self.target > 0):
             problems.append(f"target must be a positive number, not {self.target!r}")
+        whole = set()
         for name in ("min_replicas", "max_replicas", "scale_up_pods"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{name} must be a whole number of at least 1, not {value!r}")
-        whole = all(isinstance(getattr(self, n), int) and not isinstance(getattr(self, n), bool)
-                    for n in ("min_replicas", "max_replicas"))
-        if whole and 1 <= self.min_replicas and self.min_replicas > self.max_replicas:
+            else:
+                whole.add(name)
+        if {"min_replicas", "max_replicas"} <= whole and self.min_replicas > self.max_replicas:
             problems.append(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
         if not 0 <= self.tolerance < 1:
             problems.append(f"tolerance must be from 0 to below 1 (a share of the target), not {self.tolerance!r}")
@@ -349,7 +350,8 @@ class ReplicaSet:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="replica")
         self._jobs: list[Future] = []
-        self._owned: set[int] = set()  # ids of the servers this set must stop
+        # the servers this set must stop, by id; holding them keeps an id from being reused
+        self._owned: dict[int, object] = {}
         self._leftover: list = []  # servers whose stop failed: close() tries again
         self._closed = False
         self.serving: list = []
@@ -389,7 +391,7 @@ class ReplicaSet:
             self.serving.append(server)
             self.alive += 1
             if owned:
-                self._owned.add(id(server))
+                self._owned[id(server)] = server
         self._event("adopted", server.url)
 
     # -- changes ----------------------------------------------------------------------------------
@@ -432,7 +434,7 @@ class ReplicaSet:
             self.alive += 1
         try:
             server = self._start()
-            self._owned.add(id(server))
+            self._owned[id(server)] = server
             if not server.running:
                 server.start()
             if self._take_cancel():  # scaled down while it started: it never joins the router
